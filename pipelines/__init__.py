@@ -1,0 +1,1 @@
+"""LLM pretraining data factory on Spark + Delta Lake."""

@@ -1,0 +1,311 @@
+"""The one validated configuration that drives every stage.
+
+A YAML file is read, `${VAR}` / `${VAR:-default}` references are expanded from the environment, and the result is
+checked key by key. Every error names the offending key path and value, and says what was expected, so a typo in a
+scheduled job fails at start-up with a message a person can act on, not half-way through a Spark job.
+
+Relative local paths are resolved against the current working directory (as `spark-submit` and most CLIs do).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+SOURCE_FORMATS = ("jsonl", "parquet", "text", "code")
+DOCUMENT_KINDS = ("text", "code")
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key, the value and what was expected."""
+
+
+@dataclass(frozen=True)
+class LakehouseConfig:
+    """Where the Delta tables live: a local directory, or Unity Catalog `catalog.schema` when `catalog` is set."""
+
+    root: str
+    catalog: str | None = None
+    schema: str | None = None
+
+    @property
+    def uses_unity_catalog(self) -> bool:
+        return self.catalog is not None
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Settings for the embedded local session; ignored when a session already exists (Databricks, spark-submit)."""
+
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    ui_enabled: bool = False
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str
+    experiment: str = "dataprep"
+    artifact_location: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One named input: a format, one or more paths or globs, and how to read a document out of it."""
+
+    name: str
+    format: str
+    paths: tuple[str, ...]
+    kind: str
+    text_field: str = "text"
+    id_field: str | None = None
+    language_field: str | None = None
+    metadata_fields: tuple[str, ...] | None = None
+    max_doc_bytes: int = 32 * MIB
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    # Plain JSONL files larger than this are read by several tasks, each a byte range (Hadoop's line-split rule).
+    split_bytes: int = 64 * MIB
+    # A compressed stream that inflates beyond ratio x its size (and beyond the floor) is a bomb: quarantined.
+    max_inflation_ratio: int = 200
+    inflation_floor_bytes: int = 64 * MIB
+    excerpt_bytes: int = 1024
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    lakehouse: LakehouseConfig
+    spark: SparkConfig
+    mlflow: MlflowConfig
+    sources: tuple[SourceConfig, ...]
+    ingest: IngestConfig
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError(f"sources: no source named {name!r}; configured: {[s.name for s in self.sources]}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, extra: Mapping[str, str] | None = None) -> str:
+    """Replaces `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error."""
+    names = {**os.environ, **(extra or {})}
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in names and names[name] != "":
+            return names[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"${{{name}}} is used in the config but the environment variable {name} is not set")
+
+    return _ENV_REFERENCE.sub(replace, text)
+
+
+def load_config(path: str | os.PathLike[str], variables: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Reads, expands and validates a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(expand_env(path.read_text(encoding="utf-8"), variables))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    return parse_config(raw)
+
+
+def parse_config(raw: Any) -> PipelineConfig:
+    """Validates an already-parsed mapping (what tests and notebooks build in code)."""
+    top = _Section(raw, "config")
+    lakehouse = _parse_lakehouse(top.section("lakehouse"))
+    config = PipelineConfig(
+        lakehouse=lakehouse,
+        spark=_parse_spark(top.section("spark")),
+        mlflow=_parse_mlflow(top.section("mlflow"), lakehouse),
+        sources=_parse_sources(top.take("sources", list, required=True), top.path),
+        ingest=_parse_ingest(top.section("ingest")),
+    )
+    top.reject_unknown()
+    return config
+
+
+def _parse_lakehouse(section: _Section) -> LakehouseConfig:
+    root = section.take("root", str, default="./lakehouse")
+    catalog = section.take("catalog", str)
+    schema = section.take("schema", str)
+    section.reject_unknown()
+    if (catalog is None) != (schema is None):
+        raise ConfigError(
+            f"lakehouse: 'catalog' and 'schema' go together (Unity Catalog catalog.schema); got catalog={catalog!r}, "
+            f"schema={schema!r}"
+        )
+    for key, value in (("catalog", catalog), ("schema", schema)):
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ConfigError(f"lakehouse.{key}: {value!r} is not a plain identifier (letters, digits, underscore)")
+    return LakehouseConfig(root=_absolute(root), catalog=catalog, schema=schema)
+
+
+def _parse_spark(section: _Section) -> SparkConfig:
+    spark = SparkConfig(
+        master=section.take("master", str, default="local[*]"),
+        driver_memory=section.take("driver_memory", str, default="4g"),
+        shuffle_partitions=section.take("shuffle_partitions", int, default=8, minimum=1),
+        ui_enabled=section.take("ui_enabled", bool, default=False),
+        conf={str(k): str(v) for k, v in section.take("conf", dict, default={}).items()},
+    )
+    section.reject_unknown()
+    if not re.fullmatch(r"\d+[kmgt]?", spark.driver_memory.lower()):
+        raise ConfigError(f"spark.driver_memory: {spark.driver_memory!r} is not a JVM memory size such as '4g'")
+    return spark
+
+
+def _parse_mlflow(section: _Section, lakehouse: LakehouseConfig) -> MlflowConfig:
+    default_uri = "sqlite:///" + os.path.join(lakehouse.root, "mlflow.db")
+    mlflow = MlflowConfig(
+        tracking_uri=section.take("tracking_uri", str, default=default_uri),
+        experiment=section.take("experiment", str, default="dataprep"),
+        artifact_location=section.take("artifact_location", str),
+    )
+    section.reject_unknown()
+    if mlflow.tracking_uri.startswith("sqlite:///") and not mlflow.tracking_uri.startswith("sqlite:////"):
+        raise ConfigError(
+            f"mlflow.tracking_uri: {mlflow.tracking_uri!r} is a relative sqlite path; use sqlite:////absolute/path.db "
+            "so every process (driver, workers, CI) opens the same store"
+        )
+    if mlflow.artifact_location is None and mlflow.tracking_uri.startswith("sqlite:"):
+        mlflow = MlflowConfig(mlflow.tracking_uri, mlflow.experiment, os.path.join(lakehouse.root, "mlflow-artifacts"))
+    return mlflow
+
+
+def _parse_sources(items: list[Any], parent: str) -> tuple[SourceConfig, ...]:
+    if not items:
+        raise ConfigError(f"{parent}.sources: at least one source is required")
+    sources = []
+    for index, item in enumerate(items):
+        section = _Section(item, f"sources[{index}]")
+        name = section.take("name", str, required=True)
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+            raise ConfigError(f"{section.path}.name: {name!r} may hold only letters, digits, '_', '-' and '.'")
+        section.path = f"sources[{index}] ({name})"
+        source_format = section.take("format", str, required=True, choices=SOURCE_FORMATS)
+        paths = section.take("paths", (list, str), required=True)
+        paths = [paths] if isinstance(paths, str) else paths
+        if not paths or not all(isinstance(p, str) and p for p in paths):
+            raise ConfigError(f"{section.path}.paths: expected a path or a list of paths, got {paths!r}")
+        default_kind = "code" if source_format == "code" else "text"
+        metadata_fields = section.take("metadata_fields", list)
+        source = SourceConfig(
+            name=name,
+            format=source_format,
+            paths=tuple(_absolute(p) for p in paths),
+            kind=section.take("kind", str, default=default_kind, choices=DOCUMENT_KINDS),
+            text_field=section.take("text_field", str, default="text"),
+            id_field=section.take("id_field", str),
+            language_field=section.take("language_field", str),
+            metadata_fields=None if metadata_fields is None else tuple(str(f) for f in metadata_fields),
+            max_doc_bytes=section.take(
+                "max_doc_bytes", int, default=MIB if source_format == "code" else 32 * MIB, minimum=1
+            ),
+        )
+        section.reject_unknown()
+        if source_format in ("text", "code") and (source.id_field or source.language_field):
+            raise ConfigError(
+                f"{section.path}: id_field/language_field apply to jsonl and parquet sources, not {source_format!r}"
+            )
+        sources.append(source)
+    names = [s.name for s in sources]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"sources: names must be unique; repeated: {duplicates}")
+    return tuple(sources)
+
+
+def _parse_ingest(section: _Section) -> IngestConfig:
+    ingest = IngestConfig(
+        split_bytes=section.take("split_bytes", int, default=IngestConfig.split_bytes, minimum=1024),
+        max_inflation_ratio=section.take("max_inflation_ratio", int, default=IngestConfig.max_inflation_ratio, minimum=2),
+        inflation_floor_bytes=section.take(
+            "inflation_floor_bytes", int, default=IngestConfig.inflation_floor_bytes, minimum=1
+        ),
+        excerpt_bytes=section.take("excerpt_bytes", int, default=IngestConfig.excerpt_bytes, minimum=16),
+    )
+    section.reject_unknown()
+    return ingest
+
+
+def _absolute(path: str) -> str:
+    """Local paths become absolute; URIs (dbfs:/, s3://, ...) are kept as they are."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", path):
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+_NO_DEFAULT = object()
+
+
+class _Section:
+    """A mapping being validated: `take` pops a key with its type checked; `reject_unknown` flags what is left."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(raw).__name__} {raw!r}")
+        self.remaining = dict(raw)
+        self.known: list[str] = []
+        self.path = path
+
+    def section(self, key: str) -> _Section:
+        return _Section(self.take(key, dict, default={}), key if self.path == "config" else f"{self.path}.{key}")
+
+    def take(
+        self,
+        key: str,
+        expected: type | tuple[type, ...],
+        *,
+        default: Any = None,
+        required: bool = False,
+        choices: tuple[str, ...] | None = None,
+        minimum: int | None = None,
+    ) -> Any:
+        self.known.append(key)
+        where = key if self.path == "config" else f"{self.path}.{key}"
+        if key not in self.remaining or self.remaining[key] is None:
+            self.remaining.pop(key, None)
+            if required:
+                raise ConfigError(f"{where}: required key is missing")
+            return default
+        value = self.remaining.pop(key)
+        expected_types = expected if isinstance(expected, tuple) else (expected,)
+        # bool is an int in Python; a YAML `true` where a number belongs is still a mistake.
+        wrong_bool = isinstance(value, bool) and bool not in expected_types
+        if wrong_bool or not isinstance(value, expected_types):
+            names = " or ".join(t.__name__ for t in expected_types)
+            raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{where}: {value!r} is below the minimum {minimum}")
+        return value
+
+    def reject_unknown(self) -> None:
+        if self.remaining:
+            unknown = ", ".join(repr(k) for k in self.remaining)
+            raise ConfigError(f"{self.path}: unknown key(s) {unknown}; expected some of: {', '.join(self.known)}")

@@ -1,0 +1,1 @@
+"""MinHash near-deduplication (silver.documents -> silver.dedup). Arrives with the dedup issue."""

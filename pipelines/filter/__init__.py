@@ -1,0 +1,1 @@
+"""Quality signals, language ID and filtering (bronze -> silver.documents). Arrives with the filtering issue."""

@@ -1,0 +1,76 @@
+"""Named Delta tables, wherever the lakehouse lives.
+
+Stages speak of tables by their medallion name (`bronze.documents`). Locally that is a Delta directory under the
+lakehouse root (`<root>/bronze/documents`); with Unity Catalog configured it is `<catalog>.<schema>.bronze_documents`.
+Nothing else in the code needs to know which.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from pipelines.config import LakehouseConfig
+
+
+@dataclass(frozen=True)
+class Table:
+    """One Delta table of the lakehouse: `layer.name` plus where it is stored."""
+
+    spark: SparkSession
+    layer: str
+    name: str
+    path: str | None  # local/object-store location; None for a Unity Catalog managed table
+    full_name: str | None  # catalog.schema.table; None for a path table
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    @property
+    def sql_name(self) -> str:
+        """What to put after FROM in SQL."""
+        return self.full_name if self.full_name else f"delta.`{self.path}`"
+
+    def exists(self) -> bool:
+        if self.full_name:
+            return self.spark.catalog.tableExists(self.full_name)
+        return DeltaTable.isDeltaTable(self.spark, self.path)
+
+    def create_if_missing(self, schema: StructType, comment: str) -> None:
+        builder = DeltaTable.createIfNotExists(self.spark).addColumns(schema).comment(comment)
+        builder = builder.tableName(self.full_name) if self.full_name else builder.location(self.path)
+        builder.execute()
+
+    def delta(self) -> DeltaTable:
+        if self.full_name:
+            return DeltaTable.forName(self.spark, self.full_name)
+        return DeltaTable.forPath(self.spark, self.path)
+
+    def read(self) -> DataFrame:
+        if self.full_name:
+            return self.spark.read.table(self.full_name)
+        return self.spark.read.format("delta").load(self.path)
+
+    def version(self) -> int:
+        """The latest committed version (what a report or manifest records as 'read at')."""
+        return int(self.delta().history(1).select("version").first()[0])
+
+
+class Lakehouse:
+    def __init__(self, spark: SparkSession, config: LakehouseConfig) -> None:
+        self.spark = spark
+        self.config = config
+
+    def table(self, label: str) -> Table:
+        layer, _, name = label.partition(".")
+        if not layer or not name:
+            raise ValueError(f"table names are 'layer.name' such as 'bronze.documents', got {label!r}")
+        if self.config.uses_unity_catalog:
+            full_name = f"{self.config.catalog}.{self.config.schema}.{layer}_{name}"
+            return Table(self.spark, layer, name, path=None, full_name=full_name)
+        return Table(self.spark, layer, name, path=os.path.join(self.config.root, layer, name), full_name=None)

@@ -1,0 +1,46 @@
+"""Declared schemas of the lakehouse tables. A stage writes exactly these columns; tests check them."""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+
+def _field(name: str, data_type, nullable: bool, comment: str) -> StructField:
+    return StructField(name, data_type, nullable, metadata={"comment": comment})
+
+
+BRONZE_DOCUMENTS = StructType(
+    [
+        _field("doc_id", StringType(), False, "sha256 of (source, locator, content), 32 hex chars"),
+        _field("source", StringType(), False, "configured source name"),
+        _field("kind", StringType(), False, "text or code"),
+        _field("locator", StringType(), False, "where the document is inside its source; unique per source"),
+        _field("text", StringType(), False, "the document as read, UTF-8, not normalised"),
+        _field("n_chars", IntegerType(), False, "length of text in Unicode code points"),
+        _field("n_bytes", LongType(), False, "length of text in UTF-8 bytes"),
+        _field("language", StringType(), True, "code: language from the file name; text: from a language field"),
+        _field("metadata", MapType(StringType(), StringType()), True, "other fields of the record, as strings"),
+        _field("run_id", StringType(), False, "MLflow run id of the ingest that last wrote the row"),
+        _field("ingested_at", TimestampType(), False, "start of that ingest run, UTC"),
+    ]
+)
+
+BRONZE_QUARANTINE = StructType(
+    [
+        _field("source", StringType(), False, "configured source name"),
+        _field("locator", StringType(), False, "where the bad record or file is"),
+        _field("reason", StringType(), False, "stable reason code, e.g. malformed_json"),
+        _field("detail", StringType(), True, "what exactly was wrong"),
+        _field("raw_excerpt", StringType(), True, "head of the raw bytes, undecodable bytes escaped"),
+        _field("run_id", StringType(), False, "MLflow run id of the ingest that found it"),
+        _field("quarantined_at", TimestampType(), False, "start of that ingest run, UTC"),
+    ]
+)

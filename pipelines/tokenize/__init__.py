@@ -1,0 +1,1 @@
+"""Tokenization with cl100k_base + DBRX specials (-> gold.tokens). Arrives with the tokenization issue."""

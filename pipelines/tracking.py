@@ -1,0 +1,50 @@
+"""MLflow bookkeeping shared by every stage: one run per stage execution, with its parameters and counts.
+
+The embedded default is a sqlite store inside the lakehouse (MLflow 3.13+ refuses the old ./mlruns file store); on
+Databricks set `mlflow.tracking_uri: databricks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator, Mapping
+
+import mlflow
+from mlflow.entities import Run
+
+from pipelines.config import PipelineConfig
+
+
+def configure(config: PipelineConfig) -> str:
+    """Points MLflow at the configured store and experiment; returns the experiment id."""
+    if config.mlflow.tracking_uri.startswith("sqlite:"):
+        os.makedirs(os.path.dirname(config.mlflow.tracking_uri.removeprefix("sqlite:///")), exist_ok=True)
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(config.mlflow.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(config.mlflow.experiment, artifact_location=config.mlflow.artifact_location)
+
+
+@contextlib.contextmanager
+def stage_run(config: PipelineConfig, stage: str, params: Mapping[str, Any]) -> Iterator[Run]:
+    """An MLflow run for one stage; nested under the active run when a pipeline run is open."""
+    experiment_id = configure(config)
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, nested=nested) as run:
+        mlflow.set_tags({"dataprep.stage": stage, "dataprep.lakehouse": config.lakehouse.root})
+        mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+        yield run
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    # MLflow rejects parameter values over 6000 characters.
+    return text if len(text) <= 6000 else text[:5990] + "...[cut]"
+
+
+def metric_name(*parts: str) -> str:
+    """MLflow metric names allow letters, digits, and _ - . / space; anything else becomes '_'."""
+    joined = ".".join(parts)
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in joined)

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Creates (once) and activates the cached environment every command of this project runs in.
+#
+# Sourced by scripts/demo.sh and scripts/test.sh. Idempotent: a finished environment is keyed by the hash of the
+# requirement files and the Python version, and is reused as is; an interrupted install is redone from scratch.
+# What it holds:
+#   - a virtualenv with the pinned Python packages and this project installed editable;
+#   - the two Delta Lake JARs, fetched from Maven Central with `mvn`, so that Spark never resolves packages at
+#     session start (which needs Ivy and the network). DATAPREP_DELTA_JARS tells the session factory where they are.
+set -euo pipefail
+
+DATAPREP_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATAPREP_CACHE="${DATAPREP_CACHE:-$HOME/.cache/dataprep}"
+PYTHON="${PYTHON:-python3}"
+DELTA_VERSION="4.0.1"
+DELTA_SCALA="2.13"
+
+_requirements_key() {
+  cat "$DATAPREP_REPO"/requirements/*.txt | sha256sum | cut -c1-12
+}
+
+_ensure_venv() {
+  local py_version key venv
+  py_version="$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+  key="$(_requirements_key)"
+  venv="$DATAPREP_CACHE/venv-py$py_version-$key"
+  if [ ! -f "$venv/.complete" ]; then
+    echo "[env] creating $venv (first run only; a few minutes)" >&2
+    rm -rf "$venv"
+    mkdir -p "$DATAPREP_CACHE"
+    "$PYTHON" -m venv "$venv"
+    # Each step is checked explicitly: `set -e` does not hold when a caller sources this file inside `a && b`.
+    "$venv/bin/python" -m pip install --quiet --upgrade pip || return 1
+    "$venv/bin/python" -m pip install --quiet -r "$DATAPREP_REPO/requirements/test.txt" || return 1
+    touch "$venv/.complete"
+  fi
+  # The editable install is cheap and points at whichever checkout sources this script (CI clones elsewhere).
+  if [ ! -x "$venv/bin/dataprep" ] || ! (cd / && "$venv/bin/python" -c 'import pipelines, os, sys; sys.exit(0 if os.path.dirname(os.path.dirname(pipelines.__file__)) == sys.argv[1] else 1)' "$DATAPREP_REPO" 2>/dev/null); then
+    "$venv/bin/python" -m pip install --quiet --no-deps -e "$DATAPREP_REPO" || return 1
+  fi
+  DATAPREP_VENV="$venv"
+}
+
+_ensure_delta_jars() {
+  local dir="$DATAPREP_CACHE/jars/delta-$DELTA_VERSION"
+  if [ ! -f "$dir/.complete" ]; then
+    command -v mvn >/dev/null || { echo "[env] mvn not found: install Maven (apt-get install maven) to fetch the Delta JARs" >&2; exit 1; }
+    echo "[env] fetching Delta Lake $DELTA_VERSION JARs into $dir" >&2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    local artifact
+    for artifact in "io.delta:delta-spark_$DELTA_SCALA:$DELTA_VERSION" "io.delta:delta-storage:$DELTA_VERSION"; do
+      mvn --batch-mode --quiet dependency:copy -Dartifact="$artifact" -DoutputDirectory="$dir" >&2 || return 1
+    done
+    touch "$dir/.complete"
+  fi
+  export DATAPREP_DELTA_JARS="$dir"
+}
+
+_ensure_venv || { echo "[env] installing the Python environment failed (see above)" >&2; return 1 2>/dev/null || exit 1; }
+_ensure_delta_jars || { echo "[env] fetching the Delta JARs failed (see above)" >&2; return 1 2>/dev/null || exit 1; }
+export PATH="$DATAPREP_VENV/bin:$PATH"
+export DATAPREP_VENV DATAPREP_REPO

@@ -1,0 +1,30 @@
+"""Packaging for the data factory: `pip install -e .` (runtime), `.[test]`, `.[train]`.
+
+The exact versions CI and the demo use live in requirements/*.txt; the ranges here are what the code needs, so the
+wheel also installs on a Databricks cluster whose runtime already provides Spark and Delta.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="dataprep",
+    version="0.1.0",
+    description="LLM pretraining data factory on Apache Spark and Delta Lake",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipelines", "pipelines.*", "trainer", "trainer.*"]),
+    package_data={"pipelines": ["defaults/*.yaml"]},
+    install_requires=[
+        "pyspark>=3.5.2,<4.2",
+        "delta-spark>=3.2,<4.1",
+        "pyarrow>=14",
+        "pandas>=2.0,<3",
+        "mlflow>=3.7",
+        "PyYAML>=6",
+        "orjson>=3.9",
+        "zstandard>=0.22",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "deltalake>=1.0"],
+    },
+    entry_points={"console_scripts": ["dataprep=pipelines.cli:main"]},
+)
