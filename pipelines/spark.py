@@ -35,6 +35,8 @@ def get_spark(config: SparkConfig | None = None, app_name: str = "dataprep") -> 
         builder = builder.config(key, value)
     if _launched_by_spark_submit():
         return builder.getOrCreate()
+    # A local session talks only to itself: bind to loopback (and skip Spark's hostname warning).
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     for key, value in _local_conf(config).items():
         builder = builder.config(key, value)
     jars = _delta_jars()

@@ -23,6 +23,8 @@ from pipelines.ingest.languages import detect_language
 from pipelines.ingest.planning import WorkUnit
 
 _SKIP_CHUNK = 1024 * 1024
+# Small decompression steps: when a stream turns out truncated, at most this much decoded data is lost with it.
+_DECOMPRESS_CHUNK = 64 * 1024
 _BINARY_SNIFF_BYTES = 8000  # what git looks at to call a file binary
 
 
@@ -103,7 +105,7 @@ def _decompressed(raw: io.BufferedIOBase, unit: WorkUnit, ingest: IngestConfig) 
 def _gzip_chunks(raw: io.BufferedIOBase) -> Iterator[bytes]:
     # GzipFile raises EOFError on a truncated member and BadGzipFile/zlib.error on damage; both pass through.
     with gzip.GzipFile(fileobj=raw, mode="rb") as inflated:
-        while chunk := inflated.read(_SKIP_CHUNK):
+        while chunk := inflated.read(_DECOMPRESS_CHUNK):
             yield chunk
 
 
@@ -111,7 +113,7 @@ def _zstd_chunks(raw: io.BufferedIOBase) -> Iterator[bytes]:
     """Decompresses every frame in turn; a file that ends inside a frame raises, unlike zstd's stream reader."""
     frame = zstandard.ZstdDecompressor().decompressobj()
     in_frame = False
-    while compressed := raw.read(_SKIP_CHUNK):
+    while compressed := raw.read(_DECOMPRESS_CHUNK // 8):
         while compressed:
             in_frame = True
             output = frame.decompress(compressed)
@@ -257,10 +259,8 @@ def _metadata_value(value: Any) -> str:
 
 def _checked_text(text: str, locator: str, offset: int, source: SourceConfig, excerpt: bytes) -> Document | Rejected:
     """The checks every document passes, whatever its format."""
-    try:
-        encoded = text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        return Rejected(locator, "invalid_unicode", f"unpaired surrogate: {error}", excerpt, offset)
+    # orjson and Arrow both refuse unpaired surrogates, so every text that gets here encodes.
+    encoded = text.encode("utf-8")
     if "\x00" in text:
         return Rejected(locator, "nul_byte", f"NUL character at index {text.index(chr(0))}", excerpt, offset)
     if not text.strip():

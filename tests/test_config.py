@@ -1,0 +1,87 @@
+import os
+
+import pytest
+
+from pipelines.config import ConfigError, expand_env, load_config, parse_config
+
+SOURCE = {"name": "web", "format": "jsonl", "paths": ["/data/*.jsonl"]}
+
+
+def test_minimal_config_gets_documented_defaults(tmp_path):
+    config = parse_config({"lakehouse": {"root": str(tmp_path)}, "sources": [SOURCE]})
+    assert config.lakehouse.root == str(tmp_path)
+    assert config.mlflow.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    assert config.mlflow.artifact_location == f"{tmp_path}/mlflow-artifacts"
+    assert config.spark.master == "local[*]"
+    assert config.source("web").kind == "text"
+    assert config.source("web").text_field == "text"
+
+
+def test_code_sources_default_to_kind_code_and_a_1_mib_cap():
+    config = parse_config({"sources": [{"name": "repo", "format": "code", "paths": "/src"}]})
+    assert config.source("repo").kind == "code"
+    assert config.source("repo").max_doc_bytes == 1024 * 1024
+    assert config.source("repo").paths == ("/src",)
+
+
+def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({"lakehouse": {"root": "lh"}, "sources": [{**SOURCE, "paths": ["in/a.jsonl"]}]})
+    assert config.lakehouse.root == os.path.join(str(tmp_path), "lh")
+    assert config.source("web").paths == (os.path.join(str(tmp_path), "in/a.jsonl"),)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"sources": [SOURCE], "sorces": []}, "config: unknown key(s) 'sorces'"),
+        ({"sources": []}, "at least one source"),
+        ({}, "sources: required key is missing"),
+        ({"sources": [{**SOURCE, "format": "csv"}]}, "sources[0] (web).format: 'csv' is not one of jsonl"),
+        ({"sources": [{**SOURCE, "paths": 3}]}, "sources[0] (web).paths: expected list or str, got int 3"),
+        ({"sources": [{**SOURCE, "max_doc_bytes": 0}]}, "max_doc_bytes: 0 is below the minimum 1"),
+        ({"sources": [{**SOURCE, "max_doc_bytes": True}]}, "max_doc_bytes: expected int, got bool True"),
+        ({"sources": [SOURCE, SOURCE]}, "names must be unique; repeated: ['web']"),
+        ({"sources": [{**SOURCE, "name": "a b"}]}, "sources[0].name: 'a b' may hold only"),
+        ({"sources": [SOURCE], "spark": {"driver_memory": "lots"}}, "spark.driver_memory: 'lots' is not a JVM"),
+        ({"sources": [SOURCE], "lakehouse": {"catalog": "main"}}, "'catalog' and 'schema' go together"),
+        ({"sources": [SOURCE], "mlflow": {"tracking_uri": "sqlite:///x.db"}}, "relative sqlite path"),
+        ({"sources": [{**SOURCE, "format": "code", "id_field": "id"}]}, "id_field/language_field apply to jsonl"),
+        ({"sources": [SOURCE], "ingest": {"split_bytes": "big"}}, "ingest.split_bytes: expected int, got str"),
+        ({"sources": [{**SOURCE, "encoding": "latin-1"}]}, "sources[0] (web): unknown key(s) 'encoding'"),
+        ({"sources": "web"}, "sources: expected list, got str"),
+    ],
+)
+def test_invalid_configs_name_the_key_and_the_value(raw, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    assert message in str(error.value)
+
+
+def test_unity_catalog_names_are_accepted():
+    config = parse_config({"sources": [SOURCE], "lakehouse": {"catalog": "main", "schema": "llm_data"}})
+    assert config.lakehouse.uses_unity_catalog
+
+
+def test_environment_references_are_expanded(monkeypatch):
+    monkeypatch.setenv("CORPUS", "/mnt/corpus")
+    assert expand_env("${CORPUS}/a ${MISSING:-/default}") == "/mnt/corpus/a /default"
+    with pytest.raises(ConfigError, match="environment variable NOT_SET_ANYWHERE is not set"):
+        expand_env("${NOT_SET_ANYWHERE}")
+
+
+def test_load_config_reports_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_packaged_demo_config_is_valid(tmp_path):
+    from pipelines.cli import demo_config
+
+    config = demo_config(str(tmp_path))
+    assert [s.name for s in config.sources] == ["python_stdlib", "pydoc_topics", "module_docstrings"]
+    assert config.lakehouse.root == str(tmp_path)
