@@ -71,7 +71,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     config = demo_config(args.lakehouse)
     sizes = build_demo_corpus(os.path.join(config.lakehouse.root, "demo_corpus"))
-    print(f"demo corpus: {sizes} prose documents, plus the standard library at {config.source('python_stdlib').paths[0]}")
+    stdlib = config.source("python_stdlib").paths[0]
+    print(f"demo corpus: {sizes} prose documents, plus the standard library at {stdlib}")
     return _run_ingest(config, None)
 
 
@@ -80,7 +81,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _run_ingest(config: PipelineConfig, sources: list[str] | None) -> int:
-    from pipelines.ingest import run_ingest
+    from pipelines.ingest.stage import run_ingest
     from pipelines.spark import get_spark
 
     spark = get_spark(config.spark)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -240,7 +241,9 @@ def _parse_sources(items: list[Any], parent: str) -> tuple[SourceConfig, ...]:
 def _parse_ingest(section: _Section) -> IngestConfig:
     ingest = IngestConfig(
         split_bytes=section.take("split_bytes", int, default=IngestConfig.split_bytes, minimum=1024),
-        max_inflation_ratio=section.take("max_inflation_ratio", int, default=IngestConfig.max_inflation_ratio, minimum=2),
+        max_inflation_ratio=section.take(
+            "max_inflation_ratio", int, default=IngestConfig.max_inflation_ratio, minimum=2
+        ),
         inflation_floor_bytes=section.take(
             "inflation_floor_bytes", int, default=IngestConfig.inflation_floor_bytes, minimum=1
         ),

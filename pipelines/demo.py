@@ -14,9 +14,9 @@ import gzip
 import os
 import sysconfig
 import warnings
+from pydoc_data.topics import topics
 
 import orjson
-from pydoc_data.topics import topics
 
 from pipelines.ingest.planning import SKIPPED_CODE_DIRECTORIES
 

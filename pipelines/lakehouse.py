@@ -8,6 +8,7 @@ Nothing else in the code needs to know which.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
@@ -55,6 +56,16 @@ class Table:
         if self.full_name:
             return self.spark.read.table(self.full_name)
         return self.spark.read.format("delta").load(self.path)
+
+    def overwrite(self, frame: DataFrame) -> None:
+        writer = frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        writer.saveAsTable(self.full_name) if self.full_name else writer.save(self.path)
+
+    def drop(self) -> None:
+        if self.full_name:
+            self.spark.sql(f"DROP TABLE IF EXISTS {self.full_name}")
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def version(self) -> int:
         """The latest committed version (what a report or manifest records as 'read at')."""

@@ -36,7 +36,8 @@ _ensure_venv() {
   fi
   # The editable install is cheap and points at whichever checkout sources this script (CI clones elsewhere).
   if [ ! -x "$venv/bin/dataprep" ] || ! (cd / && "$venv/bin/python" -c 'import pipelines, os, sys; sys.exit(0 if os.path.dirname(os.path.dirname(pipelines.__file__)) == sys.argv[1] else 1)' "$DATAPREP_REPO" 2>/dev/null); then
-    "$venv/bin/python" -m pip install --quiet --no-deps -e "$DATAPREP_REPO" || return 1
+    "$venv/bin/python" -m pip install --quiet --no-deps -e "$DATAPREP_REPO" >"$venv/editable-install.log" 2>&1 \
+      || { cat "$venv/editable-install.log" >&2; return 1; }
   fi
   DATAPREP_VENV="$venv"
 }

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_config, write_file, write_lines
-from pipelines.ingest import run_ingest
+from pipelines.ingest.stage import run_ingest
 from pipelines.lakehouse import Lakehouse
 from pipelines.schemas import BRONZE_DOCUMENTS, BRONZE_QUARANTINE
 
@@ -53,7 +53,10 @@ def test_every_format_lands_in_bronze_and_reconciles_per_source(spark, corpus):
     summary = run_ingest(spark, corpus)
     counts = {name: (c.read, c.new, c.quarantined) for name, c in summary.sources.items()}
     assert set(summary.sources["web"].quarantine_reasons) == {
-        "malformed_json", "empty_record", "wrong_text_type", "corrupt_compressed_stream"
+        "malformed_json",
+        "empty_record",
+        "wrong_text_type",
+        "corrupt_compressed_stream",
     }
     assert counts["tables"] == (3, 2, 1)
     assert counts["notes"] == (2, 1, 1)
@@ -108,7 +111,8 @@ def test_a_changed_file_updates_its_row_and_a_new_file_is_inserted(spark, corpus
 def test_repeated_ids_keep_the_first_occurrence_and_quarantine_the_rest(spark, tmp_path):
     write_lines(f"{tmp_path}/a.jsonl", ['{"id": "k", "text": "first"}', '{"id": "k", "text": "second"}'])
     write_lines(f"{tmp_path}/b.jsonl", ['{"id": "k", "text": "third"}'])
-    config = make_config(str(tmp_path), [{"name": "s", "format": "jsonl", "paths": [f"{tmp_path}/*.jsonl"], "id_field": "id"}])
+    source = {"name": "s", "format": "jsonl", "paths": [f"{tmp_path}/*.jsonl"], "id_field": "id"}
+    config = make_config(str(tmp_path), [source])
     summary = run_ingest(spark, config)
     assert (summary.sources["s"].new, summary.sources["s"].quarantine_reasons) == (1, {"duplicate_locator": 2})
     assert [r.text for r in documents_of(spark, config).collect()] == ["first"]

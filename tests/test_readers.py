@@ -171,7 +171,8 @@ def test_text_tree_one_file_one_document(tmp_path):
     write_file(f"{tmp_path}/docs/empty.txt", "")
     write_file(f"{tmp_path}/docs/_SUCCESS", "")
     records = read_all(tmp_path, {"name": "notes", "format": "text", "paths": [f"{tmp_path}/docs"]})
-    assert [(r.locator, r.text) for r in records if isinstance(r, Document)] == [("a.txt", "alpha"), ("sub/b.md", "beta")]
+    documents = [(r.locator, r.text) for r in records if isinstance(r, Document)]
+    assert documents == [("a.txt", "alpha"), ("sub/b.md", "beta")]
     assert sorted((r.locator, r.reason) for r in records if isinstance(r, Rejected)) == [
         ("empty.txt", "empty_text"),
         ("sub/bad.txt", "invalid_utf8"),

@@ -1,5 +1,5 @@
-"""Ingest: raw JSONL, Parquet, plain-text trees and code trees into bronze.documents and bronze.quarantine."""
+"""Ingest: raw JSONL, Parquet, plain-text trees and code trees into bronze.documents and bronze.quarantine.
 
-from pipelines.ingest.stage import IngestSummary, SourceCounts, run_ingest
-
-__all__ = ["IngestSummary", "SourceCounts", "run_ingest"]
+The stage is `pipelines.ingest.stage.run_ingest`. This package imports nothing eagerly, so that Spark's Python
+workers, which import `pipelines.ingest.tasks`, do not pay for MLflow and Delta.
+"""

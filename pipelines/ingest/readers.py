@@ -10,8 +10,9 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -369,6 +370,3 @@ def describe(record: Record) -> str:
     if isinstance(record, Document):
         return f"document {record.locator} ({len(record.encoded)} bytes, {record.language})"
     return f"rejected {record.locator}: {record.reason} ({record.detail})"
-
-
-

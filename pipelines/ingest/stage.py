@@ -9,24 +9,23 @@ Every record read is accounted for, per source: read = new + updated + unchanged
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Iterator
 
 import mlflow
-import pyarrow as pa
 from delta.tables import DeltaTable
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, MapType, StringType, StructField, StructType
 
-from pipelines.config import PipelineConfig, SourceConfig
-from pipelines.identity import document_id
+from pipelines.config import PipelineConfig
 from pipelines.ingest.planning import SourcePlan, WorkUnit, plan_source
-from pipelines.ingest.readers import Document, Record, read_unit
+from pipelines.ingest.tasks import read_partition
 from pipelines.lakehouse import Lakehouse, Table
 from pipelines.schemas import BRONZE_DOCUMENTS, BRONZE_QUARANTINE
 from pipelines.tracking import metric_name, stage_run
@@ -54,34 +53,10 @@ RECORD_SCHEMA = StructType(
         StructField("offset", LongType(), False),
     ]
 )
-_ARROW_RECORD_SCHEMA = pa.schema(
-    [
-        ("is_document", pa.string()),
-        ("source", pa.string()),
-        ("kind", pa.string()),
-        ("locator", pa.string()),
-        ("doc_id", pa.string()),
-        ("text", pa.large_string()),
-        ("n_chars", pa.int64()),
-        ("n_bytes", pa.int64()),
-        ("language", pa.string()),
-        ("metadata", pa.map_(pa.string(), pa.string())),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("raw_excerpt", pa.string()),
-        ("origin", pa.string()),
-        ("offset", pa.int64()),
-    ]
-)
 _UNIT_FIELDS = list(WorkUnit.__dataclass_fields__)
 _UNIT_SCHEMA = StructType(
-    [
-        StructField(name, LongType() if name in ("size", "start", "end") else StringType(), True)
-        for name in _UNIT_FIELDS
-    ]
+    [StructField(name, LongType() if name in ("size", "start", "end") else StringType(), True) for name in _UNIT_FIELDS]
 )
-_BATCH_ROWS = 1000
-_BATCH_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -112,6 +87,7 @@ class IngestSummary:
     documents_version: int
     quarantine_version: int
     documents_written: int  # rows the MERGE inserted or updated, from the Delta commit's own metrics
+    step_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
@@ -124,7 +100,8 @@ class IngestSummary:
 
     def format(self) -> str:
         header = f"{'source':<24}{'read':>10}{'new':>10}{'updated':>10}{'unchanged':>11}{'quarantined':>13}  check"
-        lines = [f"ingest run {self.run_id} ({self.seconds:.1f} s)", header, "-" * len(header)]
+        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.step_seconds.items())
+        lines = [f"ingest run {self.run_id} ({self.seconds:.1f} s: {steps})", header, "-" * len(header)]
         for name, c in sorted(self.sources.items()):
             check = "ok" if c.reconciles else "MISMATCH"
             lines.append(
@@ -152,41 +129,63 @@ def run_ingest(spark: SparkSession, config: PipelineConfig, sources: Iterable[st
     params = {f"source.{s.name}": f"{s.format} {list(s.paths)}" for s in selected}
     params.update({f"ingest.{k}": v for k, v in vars(config.ingest).items()})
     with stage_run(config, "ingest", params) as run:
-        started = time.monotonic()
         run_id = run.info.run_id
         ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
-        records = read_records(spark, plans, config).persist(StorageLevel.MEMORY_AND_DISK)
+        steps = StepTimer()
+        # Read once into a staging table: every later step (counts, MERGE) scans it instead of the raw files.
+        staging = lakehouse.table(f"staging.ingest_{run_id}")
         try:
-            kept, rejected = separate_duplicate_locators(records)
+            with steps("read"):
+                staging.overwrite(read_records(spark, plans, config))
+            records = staging.read()
+            id_sources = [source.name for source in selected if source.id_field]
+            kept, rejected = separate_duplicate_locators(records, id_sources)
             classified = classify_against(kept, documents.read())
-            counts = _count(plans, records, classified, rejected)
+            with steps("classify"):
+                counts = _count(plans, records, classified, rejected)
+            updated = sum(c.updated for c in counts.values())
             changed = sum(c.ingested for c in counts.values())
-            written = _merge_documents(documents.delta(), classified, run_id, ingested_at) if changed else 0
-            _insert_new_quarantine(quarantine, rejected, run_id, ingested_at)
+            written = 0
+            if changed:
+                with steps("merge_documents"):
+                    written = _merge_documents(documents.delta(), classified, run_id, ingested_at, updated)
+            with steps("merge_quarantine"):
+                _insert_new_quarantine(quarantine, rejected, run_id, ingested_at)
         finally:
-            records.unpersist()
+            staging.drop()
         summary = IngestSummary(
-            run_id, counts, time.monotonic() - started, documents.version(), quarantine.version(), written
+            run_id, counts, steps.total, documents.version(), quarantine.version(), written, steps.seconds
         )
         _log_metrics(summary)
     return summary
 
 
+class StepTimer:
+    """Wall-clock seconds per named step, reported with the run so slow steps are visible."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
 def read_records(spark: SparkSession, plans: list[SourcePlan], config: PipelineConfig) -> DataFrame:
     """One row per record read, documents and rejections alike; the work itself happens in Spark tasks."""
     units = [unit.as_row() for plan in plans for unit in plan.units]
-    sources = {plan.source.name: plan.source for plan in plans}
-    ingest = config.ingest
     frame = spark.createDataFrame([[row[name] for name in _UNIT_FIELDS] for row in units], _UNIT_SCHEMA)
     parallelism = max(1, min(len(units), 4 * _cores(spark)))
-
-    def read_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for row in batch.to_pylist():
-                unit = WorkUnit(**row)
-                yield from record_batches(read_unit(unit, sources[unit.source], ingest), unit, sources[unit.source])
-
-    return frame.repartition(parallelism).mapInArrow(read_partition, RECORD_SCHEMA)
+    reader = functools.partial(read_partition, sources={p.source.name: p.source for p in plans}, ingest=config.ingest)
+    return frame.repartition(parallelism).mapInArrow(reader, RECORD_SCHEMA)
 
 
 def _cores(spark: SparkSession) -> int:
@@ -196,58 +195,20 @@ def _cores(spark: SparkSession) -> int:
         return int(spark.conf.get("spark.sql.shuffle.partitions"))
 
 
-def record_batches(records: Iterator[Record], unit: WorkUnit, source: SourceConfig) -> Iterator[pa.RecordBatch]:
-    """Arrow batches of at most _BATCH_ROWS rows or about _BATCH_BYTES of text, whichever comes first."""
-    columns: dict[str, list] = {name: [] for name in _ARROW_RECORD_SCHEMA.names}
-    size = 0
-    for record in records:
-        _append(columns, record, unit, source)
-        size += len(record.encoded) if isinstance(record, Document) else len(record.excerpt)
-        if len(columns["locator"]) >= _BATCH_ROWS or size >= _BATCH_BYTES:
-            yield pa.RecordBatch.from_pydict(columns, schema=_ARROW_RECORD_SCHEMA)
-            columns = {name: [] for name in _ARROW_RECORD_SCHEMA.names}
-            size = 0
-    if columns["locator"]:
-        yield pa.RecordBatch.from_pydict(columns, schema=_ARROW_RECORD_SCHEMA)
+def separate_duplicate_locators(records: DataFrame, id_sources: list[str]) -> tuple[DataFrame, DataFrame]:
+    """Documents with a locator already used in the same source (a repeated id) become rejections.
 
-
-def _append(columns: dict[str, list], record: Record, unit: WorkUnit, source: SourceConfig) -> None:
-    is_document = isinstance(record, Document)
-    values = {
-        "is_document": "y" if is_document else "n",
-        "source": source.name,
-        "kind": source.kind,
-        "locator": record.locator,
-        "origin": unit.relative_path,
-        "offset": record.offset,
-    }
-    if is_document:
-        values.update(
-            doc_id=document_id(source.name, record.locator, record.encoded),
-            text=record.text,
-            n_chars=len(record.text),
-            n_bytes=len(record.encoded),
-            language=record.language,
-            metadata=list(record.metadata.items()),
-        )
-    else:
-        values.update(
-            reason=record.reason,
-            detail=record.detail,
-            raw_excerpt=record.excerpt.decode("utf-8", "backslashreplace").replace("\x00", "\\x00"),
-        )
-    for name, column in columns.items():
-        column.append(values.get(name))
-
-
-def separate_duplicate_locators(records: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Documents with a locator already used in the same source (e.g. a repeated id) become rejections.
-
-    The first occurrence by (file, offset) is kept, so the choice does not depend on partitioning.
+    Only sources with an id field can repeat a locator: positional locators (file, offset or row) are unique by
+    construction, so those documents skip the shuffle this check costs. The first occurrence by (file, offset) is
+    kept, so the choice does not depend on partitioning.
     """
     documents = records.where(F.col("is_document") == "y")
+    rejected = records.where(F.col("is_document") == "n").select("source", "locator", "reason", "detail", "raw_excerpt")
+    if not id_sources:
+        return documents, rejected
+    checked = documents.where(F.col("source").isin(id_sources))
     order = Window.partitionBy("source", "locator").orderBy("origin", "offset")
-    ranked = documents.withColumn("_rank", F.row_number().over(order)).withColumn(
+    ranked = checked.withColumn("_rank", F.row_number().over(order)).withColumn(
         "_first", F.first(F.concat_ws("@", "origin", F.col("offset").cast("string"))).over(order)
     )
     kept = ranked.where(F.col("_rank") == 1).drop("_rank", "_first")
@@ -258,8 +219,8 @@ def separate_duplicate_locators(records: DataFrame) -> tuple[DataFrame, DataFram
         F.concat(F.lit("same locator as the document kept at "), F.col("_first")).alias("detail"),
         F.substring("text", 1, 256).alias("raw_excerpt"),
     )
-    rejected = records.where(F.col("is_document") == "n").select("source", "locator", "reason", "detail", "raw_excerpt")
-    return kept, rejected.unionByName(duplicates)
+    unchecked = documents.where(~F.col("source").isin(id_sources))
+    return unchecked.unionByName(kept), rejected.unionByName(duplicates)
 
 
 def classify_against(documents: DataFrame, existing: DataFrame) -> DataFrame:
@@ -295,20 +256,23 @@ def _count(
     return counts
 
 
-def _merge_documents(target: DeltaTable, classified: DataFrame, run_id: str, ingested_at: datetime) -> int:
-    """Inserts new documents and updates changed ones in one commit; returns the rows it wrote."""
+def _merge_documents(
+    target: DeltaTable, classified: DataFrame, run_id: str, ingested_at: datetime, expected_updates: int
+) -> int:
+    """Inserts new documents and updates changed ones in one commit; returns the rows it wrote.
+
+    With nothing to update, the MERGE has only its insert clause, which Delta runs as a cheaper insert-only merge
+    (an anti-join and an append); a concurrent writer's rows are still never inserted twice.
+    """
     stamped = classified.where(F.col("status") != "unchanged").withColumns(
         {"run_id": F.lit(run_id), "ingested_at": F.lit(ingested_at).cast("timestamp")}
     )
     changes = stamped.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in BRONZE_DOCUMENTS.fields])
     columns = {f.name: f"s.{f.name}" for f in BRONZE_DOCUMENTS.fields}
-    (
-        target.alias("t")
-        .merge(changes.alias("s"), "t.source = s.source AND t.locator = s.locator")
-        .whenMatchedUpdate(condition="t.doc_id <> s.doc_id", set=columns)
-        .whenNotMatchedInsert(values=columns)
-        .execute()
-    )
+    merge = target.alias("t").merge(changes.alias("s"), "t.source = s.source AND t.locator = s.locator")
+    if expected_updates:
+        merge = merge.whenMatchedUpdate(condition="t.doc_id <> s.doc_id", set=columns)
+    merge.whenNotMatchedInsert(values=columns).execute()
     metrics = target.history(1).select("operationMetrics").first()[0]
     return int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
 
@@ -334,6 +298,7 @@ def _insert_new_quarantine(table: Table, rejected: DataFrame, run_id: str, inges
 
 def _log_metrics(summary: IngestSummary) -> None:
     metrics: dict[str, float] = {"seconds": summary.seconds}
+    metrics.update({metric_name("seconds", step): value for step, value in summary.step_seconds.items()})
     totals: dict[str, int] = defaultdict(int)
     for name, c in summary.sources.items():
         for key in ("read", "new", "updated", "unchanged", "quarantined", "input_bytes", "skipped_directories"):
@@ -350,4 +315,3 @@ def _log_metrics(summary: IngestSummary) -> None:
         "ingest_summary.json",
     )
     mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())
-
