@@ -1,0 +1,107 @@
+"""The command line, the spark-submit entry point and the demo: thin shells over the same stage functions."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import yaml
+
+from conftest import write_lines
+from pipelines.cli import EXIT_BAD_INPUT, demo_config, main
+from pipelines.demo import build_demo_corpus
+from pipelines.lakehouse import Lakehouse
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_config(tmp_path, sources, **sections) -> str:
+    path = tmp_path / "config.yaml"
+    raw = {
+        "lakehouse": {"root": str(tmp_path / "lakehouse")},
+        "mlflow": {"tracking_uri": os.environ["DATAPREP_TEST_MLFLOW_URI"]},
+        "sources": sources,
+        **sections,
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_validate_prints_the_resolved_config(tmp_path, capsys):
+    config = write_config(tmp_path, [{"name": "web", "format": "jsonl", "paths": "in/*.jsonl"}])
+    assert main(["validate", "--config", config]) == 0
+    assert '"max_doc_bytes": 33554432' in capsys.readouterr().out
+
+
+def test_a_bad_config_exits_2_with_a_message_naming_the_key(tmp_path, capsys):
+    config = write_config(tmp_path, [{"name": "web", "format": "csv", "paths": "x"}])
+    assert main(["ingest", "--config", config]) == EXIT_BAD_INPUT
+    assert "sources[0] (web).format: 'csv' is not one of" in capsys.readouterr().err
+
+
+def test_a_missing_input_path_exits_2_before_reading_anything(tmp_path, capsys):
+    config = write_config(tmp_path, [{"name": "web", "format": "jsonl", "paths": str(tmp_path / "absent.jsonl")}])
+    assert main(["ingest", "--config", config]) == EXIT_BAD_INPUT
+    assert "absent.jsonl' does not exist" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "lakehouse" / "bronze")
+
+
+def test_ingest_command_runs_the_stage_and_prints_a_reconciled_summary(spark, tmp_path, capsys):
+    write_lines(str(tmp_path / "in" / "a.jsonl"), ['{"text": "one"}', "not json"])
+    config = write_config(tmp_path, [{"name": "web", "format": "jsonl", "paths": str(tmp_path / "in")}])
+    assert main(["ingest", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "quarantined malformed_json: 1" in out
+    assert " ok" in out
+
+
+def test_spark_submit_runs_the_job_entry_point(tmp_path):
+    write_lines(str(tmp_path / "in" / "a.jsonl"), ['{"text": "submitted"}'])
+    config = write_config(
+        tmp_path, [{"name": "web", "format": "jsonl", "paths": str(tmp_path / "in")}], spark={"master": "local[9]"}
+    )
+    jars = ",".join(sorted(glob.glob(os.path.join(os.environ["DATAPREP_DELTA_JARS"], "*.jar"))))
+    spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
+    command = [spark_submit, "--master", "local[1]", "--jars", jars, "--conf", "spark.ui.enabled=false"]
+    result = subprocess.run(
+        [*command, os.path.join(REPO, "jobs", "ingest.py"), "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "web" in result.stdout and " ok" in result.stdout
+    # spark-submit's master won over the config's local[9]: the session factory left the launcher's choices alone.
+    assert "local[9]" not in result.stderr
+
+
+def test_demo_corpus_is_written_deterministically(tmp_path):
+    first = build_demo_corpus(str(tmp_path / "a"))
+    second = build_demo_corpus(str(tmp_path / "b"))
+    assert first == second and first["pydoc_topics"] > 50 and first["module_docstrings"] > 500
+    for name in ("module_docstrings/stdlib.jsonl.gz", "pydoc_topics/if.txt"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ["DATAPREP_TEST_MLFLOW_URI"])
+    lakehouse = str(tmp_path / "lakehouse")
+    assert main(["demo", "--lakehouse", lakehouse]) == 0
+    first = capsys.readouterr().out
+    config = demo_config(lakehouse)
+    documents = Lakehouse(spark, config.lakehouse).table("bronze.documents")
+    count, version = documents.read().count(), documents.version()
+    assert count > 2000
+    assert "python_stdlib" in first and "quarantined binary" in first
+    assert main(["demo", "--lakehouse", lakehouse]) == 0
+    assert (documents.read().count(), documents.version()) == (count, version)
+    assert "(0 rows written)" in capsys.readouterr().out
+
+
+def test_unity_catalog_tables_are_named_catalog_schema_layer_name():
+    from pipelines.config import LakehouseConfig
+
+    table = Lakehouse(None, LakehouseConfig(root="/unused", catalog="main", schema="llm")).table("bronze.documents")
+    assert (table.full_name, table.path) == ("main.llm.bronze_documents", None)
+    assert table.sql_name == "main.llm.bronze_documents"
