@@ -24,7 +24,8 @@ setup(
         "zstandard>=0.22",
     ],
     extras_require={
-        "test": ["pytest>=8", "deltalake>=1.0"],
+        "test": ["pytest>=8", "deltalake>=1.0", "ruff"],
+        "train": ["torch>=2.4"],
     },
     entry_points={"console_scripts": ["dataprep=pipelines.cli:main"]},
 )

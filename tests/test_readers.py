@@ -242,3 +242,9 @@ def test_locators_stay_unique_across_several_globs_of_one_source(tmp_path):
 
 def test_default_ingest_settings_are_sane():
     assert IngestConfig().split_bytes == 64 * 1024 * 1024
+
+
+def test_an_empty_directory_is_a_clear_error(tmp_path):
+    os.makedirs(f"{tmp_path}/empty")
+    with pytest.raises(MissingInputError, match="holds no files"):
+        read_all(tmp_path, {"name": "notes", "format": "text", "paths": [f"{tmp_path}/empty"]})

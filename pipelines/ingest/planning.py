@@ -144,7 +144,10 @@ def _files_of(entry: str, base: str, plan: SourcePlan) -> list[WorkUnit]:
             raise MissingInputError(f"source {plan.source.name!r}: {entry!r} matches no file")
         return [_file_unit(p, base, plan) for p in matches]
     if os.path.isdir(entry):
-        return [_file_unit(p, base, plan) for p in _walk_directory(entry, base, plan, skip=frozenset({".git"}))]
+        files = _walk_directory(entry, base, plan, skip=frozenset({".git"}))
+        if not files:
+            raise MissingInputError(f"source {plan.source.name!r}: directory {entry!r} holds no files")
+        return [_file_unit(p, base, plan) for p in files]
     if os.path.isfile(entry):
         return [_file_unit(entry, base, plan)]
     raise MissingInputError(f"source {plan.source.name!r}: path {entry!r} does not exist")
