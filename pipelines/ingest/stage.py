@@ -155,7 +155,13 @@ def run_ingest(spark: SparkSession, config: PipelineConfig, sources: Iterable[st
         finally:
             staging.drop()
         summary = IngestSummary(
-            run_id, counts, time.monotonic() - started, documents.version(), quarantine.version(), written, steps.seconds
+            run_id,
+            counts,
+            time.monotonic() - started,
+            documents.version(),
+            quarantine.version(),
+            written,
+            steps.seconds,
         )
         _log_metrics(summary)
     return summary
