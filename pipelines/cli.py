@@ -46,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--source", action="append", help="only this source (repeatable)")
     ingest.set_defaults(handler=_ingest)
 
+    filtering = commands.add_parser("filter", help="signals, language ID, quality score and decisions into silver")
+    filtering.add_argument("--config", required=True)
+    filtering.add_argument("--retrain-quality", action="store_true", help="train a new quality classifier")
+    filtering.set_defaults(handler=_filter)
+
+    redecide = commands.add_parser("redecide", help="re-apply the config's rules to stored signals (no recompute)")
+    redecide.add_argument("--config", required=True)
+    redecide.add_argument("--dry-run", action="store_true", help="report the flips without writing them")
+    redecide.set_defaults(handler=_redecide)
+
     validate = commands.add_parser("validate", help="validate a config file and print it resolved")
     validate.add_argument("--config", required=True)
     validate.set_defaults(handler=_validate)
@@ -73,23 +83,53 @@ def _demo(args: argparse.Namespace) -> int:
     sizes = build_demo_corpus(os.path.join(config.lakehouse.root, "demo_corpus"))
     stdlib = config.source("python_stdlib").paths[0]
     print(f"demo corpus: {sizes} prose documents, plus the standard library at {stdlib}")
-    return _run_ingest(config, None)
+    return _run_ingest(config, None) or _run_filter(config, retrain_quality=False)
 
 
 def _ingest(args: argparse.Namespace) -> int:
     return _run_ingest(load_config(args.config), args.source)
 
 
+def _filter(args: argparse.Namespace) -> int:
+    return _run_filter(load_config(args.config), args.retrain_quality)
+
+
 def _run_ingest(config: PipelineConfig, sources: list[str] | None) -> int:
     from pipelines.ingest.stage import run_ingest
+
+    return _report(config, run_ingest(_spark(config), config, sources))
+
+
+def _run_filter(config: PipelineConfig, retrain_quality: bool) -> int:
+    from pipelines.filter.stage import run_filter
+
+    return _report(config, run_filter(_spark(config), config, retrain_quality))
+
+
+def _redecide(args: argparse.Namespace) -> int:
+    from pipelines.filter.stage import redecide
+
+    config = load_config(args.config)
+    to_drop, to_keep, reasons = redecide(_spark(config), config, dry_run=args.dry_run)
+    verb = "would flip" if args.dry_run else "flipped"
+    print(f"{verb}: {to_drop} keep->drop, {to_keep} drop->keep")
+    for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+        print(f"  dropped by {reason}: {count}")
+    return 0
+
+
+def _spark(config: PipelineConfig):
     from pipelines.spark import get_spark
 
-    spark = get_spark(config.spark)
-    summary = run_ingest(spark, config, sources)
+    return get_spark(config.spark)
+
+
+def _report(config: PipelineConfig, summary) -> int:
+    """Prints a stage summary; a summary that does not reconcile is a failed run."""
     print(summary.format())
     print(f"lakehouse: {config.lakehouse.root}   mlflow: {config.mlflow.tracking_uri}")
     if not summary.reconciles:
-        print("dataprep: the counts do not reconcile (see the table above)", file=sys.stderr)
+        print("dataprep: the counts do not reconcile (see the summary above)", file=sys.stderr)
         return EXIT_NOT_RECONCILED
     return 0
 

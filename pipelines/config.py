@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.filter.rules import DEFAULT_RULES, Rule, RuleError, resolve_rules
+
 SOURCE_FORMATS = ("jsonl", "parquet", "text", "code")
 DOCUMENT_KINDS = ("text", "code")
 MIB = 1024 * 1024
@@ -84,12 +86,40 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class QualityModelConfig:
+    """The fastText quality classifier: labels from whole sources, or from a metadata field of the documents."""
+
+    positive_sources: tuple[str, ...] = ()
+    negative_sources: tuple[str, ...] = ()
+    label_field: str | None = None  # a bronze metadata key; documents whose value is positive_label are positives
+    positive_label: str = "1"
+    max_training_docs: int = 50_000
+    epochs: int = 5
+    learning_rate: float = 0.5
+    word_ngrams: int = 2
+    dim: int = 64
+    seed: int = 0
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.label_field or (self.positive_sources and self.negative_sources))
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    rules: tuple[Rule, ...] = DEFAULT_RULES
+    languages: tuple[str, ...] | None = None  # prose languages to keep (lid.176 codes); None keeps every language
+    quality: QualityModelConfig = field(default_factory=QualityModelConfig)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     lakehouse: LakehouseConfig
     spark: SparkConfig
     mlflow: MlflowConfig
     sources: tuple[SourceConfig, ...]
     ingest: IngestConfig
+    filter: FilterConfig = field(default_factory=FilterConfig)
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:
@@ -142,6 +172,7 @@ def parse_config(raw: Any) -> PipelineConfig:
         mlflow=_parse_mlflow(top.section("mlflow"), lakehouse),
         sources=_parse_sources(top.take("sources", list, required=True), top.path),
         ingest=_parse_ingest(top.section("ingest")),
+        filter=_parse_filter(top.section("filter")),
     )
     top.reject_unknown()
     return config
@@ -251,6 +282,39 @@ def _parse_ingest(section: _Section) -> IngestConfig:
     )
     section.reject_unknown()
     return ingest
+
+
+def _parse_filter(section: _Section) -> FilterConfig:
+    try:
+        rules = resolve_rules(section.take("rules", list, default=[]))
+    except RuleError as error:
+        raise ConfigError(str(error)) from error
+    languages = section.take("languages", list)
+    quality_section = section.section("quality")
+    quality = QualityModelConfig(
+        positive_sources=tuple(quality_section.take("positive_sources", list, default=[])),
+        negative_sources=tuple(quality_section.take("negative_sources", list, default=[])),
+        label_field=quality_section.take("label_field", str),
+        positive_label=str(quality_section.take("positive_label", (str, int), default="1")),
+        max_training_docs=quality_section.take("max_training_docs", int, default=50_000, minimum=10),
+        epochs=quality_section.take("epochs", int, default=5, minimum=1),
+        learning_rate=float(quality_section.take("learning_rate", (int, float), default=0.5)),
+        word_ngrams=quality_section.take("word_ngrams", int, default=2, minimum=1),
+        dim=quality_section.take("dim", int, default=64, minimum=2),
+        seed=quality_section.take("seed", int, default=0),
+    )
+    quality_section.reject_unknown()
+    section.reject_unknown()
+    if bool(quality.positive_sources) != bool(quality.negative_sources):
+        raise ConfigError(
+            "filter.quality: positive_sources and negative_sources go together; got "
+            f"{list(quality.positive_sources)} and {list(quality.negative_sources)}"
+        )
+    return FilterConfig(
+        rules=rules,
+        languages=None if languages is None else tuple(str(language) for language in languages),
+        quality=quality,
+    )
 
 
 def _absolute(path: str) -> str:

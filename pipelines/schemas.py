@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
     IntegerType,
     LongType,
     MapType,
@@ -42,5 +45,29 @@ BRONZE_QUARANTINE = StructType(
         _field("raw_excerpt", StringType(), True, "head of the raw bytes, undecodable bytes escaped"),
         _field("run_id", StringType(), False, "MLflow run id of the ingest that found it"),
         _field("quarantined_at", TimestampType(), False, "start of that ingest run, UTC"),
+    ]
+)
+
+SILVER_DOCUMENTS = StructType(
+    [
+        _field("doc_id", StringType(), False, "bronze doc_id"),
+        _field("source", StringType(), False, "configured source name"),
+        _field("kind", StringType(), False, "text or code"),
+        _field("locator", StringType(), False, "bronze locator"),
+        _field("text", StringType(), False, "normalised (NFC, controls removed, prose whitespace folded) and redacted"),
+        _field("n_chars", LongType(), False, "length of text in code points"),
+        _field("content_hash", StringType(), False, "sha256 of the normalised text before redaction, 32 hex"),
+        _field("language", StringType(), True, "prose: fastText lid.176 label; code: language from ingest"),
+        _field("language_score", DoubleType(), True, "lid.176 probability of the label (prose only)"),
+        _field("signals", MapType(StringType(), DoubleType()), False, "quality signals by name, see filter/rules.py"),
+        _field("pii_counts", MapType(StringType(), LongType()), False, "redactions by kind"),
+        _field("signal_error", StringType(), True, "why signals could not be computed, if they could not"),
+        _field("quality_score", DoubleType(), True, "fastText classifier P(high quality)"),
+        _field("quality_model", StringType(), True, "MLflow run id of the model that gave quality_score"),
+        _field("duplicate_of", StringType(), True, "doc_id kept for the same normalised content, if another"),
+        _field("keep", BooleanType(), True, "the filter decision"),
+        _field("drop_reasons", ArrayType(StringType()), True, "every rule that drops the document"),
+        _field("run_id", StringType(), False, "MLflow run id of the filter run that computed the signals"),
+        _field("processed_at", TimestampType(), False, "start of that run, UTC"),
     ]
 )

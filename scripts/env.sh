@@ -32,6 +32,7 @@ _ensure_venv() {
     # Each step is checked explicitly: `set -e` does not hold when a caller sources this file inside `a && b`.
     "$venv/bin/python" -m pip install --quiet --upgrade pip || return 1
     "$venv/bin/python" -m pip install --quiet -r "$DATAPREP_REPO/requirements/test.txt" || return 1
+    "$venv/bin/python" -m pip install --quiet --no-deps -r "$DATAPREP_REPO/requirements/no-deps.txt" || return 1
     touch "$venv/.complete"
   fi
   # The editable install is cheap and points at whichever checkout sources this script (CI clones elsewhere).

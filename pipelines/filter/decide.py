@@ -1,0 +1,51 @@
+"""Decisions from stored signals, as Spark SQL expressions: no Python, no recomputation.
+
+A document is kept when no enabled rule that applies to it finds its signal out of bounds, it is not an exact copy of
+another document (the copy with the smallest doc_id is kept, whatever the partitioning), its language is allowed,
+and its signals could be computed. `drop_reasons` lists every reason, not just the first, so re-tuning one rule
+shows exactly which documents it alone was holding back.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from pipelines.config import FilterConfig
+from pipelines.filter.rules import Rule
+
+EXACT_DUPLICATE = "exact_duplicate"
+LANGUAGE_NOT_ALLOWED = "language_not_allowed"
+SIGNAL_ERROR = "signal_error"
+
+
+def rule_violation(rule: Rule) -> Column:
+    """The rule's name when it drops the document, else null."""
+    value = F.col("signals")[rule.signal]
+    outside = F.lit(False)
+    if rule.min is not None:
+        outside = outside | (value < F.lit(float(rule.min)))
+    if rule.max is not None:
+        outside = outside | (value > F.lit(float(rule.max)))
+    applies = F.col("kind").isin(list(rule.kinds))
+    if rule.languages is not None:
+        applies = applies & F.col("language").isin(list(rule.languages))
+    return F.when(applies & outside, F.lit(rule.name))
+
+
+def with_exact_duplicates(frame: DataFrame) -> DataFrame:
+    """`duplicate_of`: the doc_id kept for this normalised content, when it is another document."""
+    first = F.min("doc_id").over(Window.partitionBy("content_hash"))
+    return frame.withColumn("duplicate_of", F.when(first != F.col("doc_id"), first))
+
+
+def with_decisions(frame: DataFrame, config: FilterConfig) -> DataFrame:
+    """Adds `drop_reasons` (array of rule names, in rule order) and `keep` to a frame with stored signals."""
+    reasons = [F.when(F.col("signal_error").isNotNull(), F.lit(SIGNAL_ERROR))]
+    reasons += [rule_violation(rule) for rule in config.rules if rule.enabled]
+    if config.languages is not None:
+        allowed = F.col("language").isin(list(config.languages))
+        reasons.append(F.when((F.col("kind") == "text") & ~allowed, F.lit(LANGUAGE_NOT_ALLOWED)))
+    reasons.append(F.when(F.col("duplicate_of").isNotNull(), F.lit(EXACT_DUPLICATE)))
+    drop_reasons = F.filter(F.array(*reasons), lambda reason: reason.isNotNull())
+    return frame.withColumn("drop_reasons", drop_reasons).withColumn("keep", F.size("drop_reasons") == 0)

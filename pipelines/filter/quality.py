@@ -1,0 +1,129 @@
+"""A fastText quality classifier (the DCLM / FineWeb-Edu recipe, small): trained from labelled documents, logged to
+MLflow as a versioned artifact, and used to give every document a `quality_score` = P(high quality).
+
+Labels come from configured positive and negative sources, or from a metadata field. When neither is configured the
+labels are bootstrapped from the heuristic decisions (kept = positive, dropped by a rule = negative); the run says so,
+because such a model can only learn to imitate the rules.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipelines.config import QualityModelConfig
+
+POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
+_MAX_TRAINING_CHARS = 20_000
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    version: str  # the MLflow run id that trained it
+    path: str
+    label_origin: str  # "sources", "label_field" or "bootstrapped from heuristic decisions"
+    positives: int
+    negatives: int
+
+
+def labelled_documents(silver: DataFrame, bronze: DataFrame, config: QualityModelConfig) -> tuple[DataFrame, str]:
+    """(doc_id, text, label) rows to train on, and where the labels came from."""
+    if config.positive_sources:
+        label = F.when(F.col("source").isin(list(config.positive_sources)), POSITIVE).when(
+            F.col("source").isin(list(config.negative_sources)), NEGATIVE
+        )
+        origin = "sources"
+    elif config.label_field:
+        labels = bronze.select("doc_id", F.col("metadata")[config.label_field].alias("_label"))
+        silver = silver.join(labels, "doc_id")
+        label = F.when(F.col("_label") == config.positive_label, POSITIVE).when(F.col("_label").isNotNull(), NEGATIVE)
+        origin = "label_field"
+    else:
+        rule_dropped = F.size(F.filter("drop_reasons", lambda r: ~r.isin("exact_duplicate", "signal_error"))) > 0
+        label = F.when(F.col("keep"), POSITIVE).when(rule_dropped, NEGATIVE)
+        origin = "bootstrapped from heuristic decisions"
+    rows = silver.where(F.col("kind") == "text").select("doc_id", "text", label.alias("label"))
+    return rows.where(F.col("label").isNotNull()), origin
+
+
+def write_training_file(rows: DataFrame, config: QualityModelConfig, directory: str) -> tuple[str, int, int]:
+    """fastText's input format, one `__label__x text` line per document, balanced and capped per label.
+
+    The sample is chosen by a hash of doc_id, so the same corpus gives the same training file on every run.
+    """
+    per_label = config.max_training_docs // 2
+    ranked = rows.withColumn("_order", F.xxhash64("doc_id", F.lit(config.seed)))
+    counts = {row["label"]: row["count"] for row in rows.groupBy("label").count().collect()}
+    sampled = None
+    for label in (POSITIVE, NEGATIVE):
+        part = ranked.where(F.col("label") == label).orderBy("_order").limit(per_label)
+        sampled = part if sampled is None else sampled.unionByName(part)
+    text = F.regexp_replace(F.substring("text", 1, _MAX_TRAINING_CHARS), r"\s+", " ")
+    lines = sampled.orderBy("_order", "doc_id").select(F.concat_ws(" ", "label", text).alias("value"))
+    lines.coalesce(1).write.mode("overwrite").text(directory)
+    (part_file,) = glob.glob(os.path.join(directory, "part-*"))
+    return part_file, min(counts.get(POSITIVE, 0), per_label), min(counts.get(NEGATIVE, 0), per_label)
+
+
+def train(training_file: str, config: QualityModelConfig, model_path: str) -> None:
+    import fasttext
+
+    os.makedirs(os.path.dirname(model_path), exist_ok=True)
+    model = fasttext.train_supervised(
+        input=training_file,
+        epoch=config.epochs,
+        lr=config.learning_rate,
+        wordNgrams=config.word_ngrams,
+        dim=config.dim,
+        minCount=2,
+        loss="softmax",
+        thread=1,  # one thread: the same data and seed give the same model
+        seed=config.seed,
+        verbose=0,
+    )
+    model.save_model(model_path)
+
+
+def copy_model(source: str, destination: str) -> None:
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    shutil.copyfile(source, destination)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(path: str):
+    import fasttext
+
+    return fasttext.load_model(path)
+
+
+def score_texts(model_path: str, texts: list[str]) -> list[float]:
+    """P(high quality) for each text."""
+    model = _load(model_path)
+    lines = [_WHITESPACE.sub(" ", text[:_MAX_TRAINING_CHARS]).strip() for text in texts]
+    labels, probabilities = model.predict(lines, k=2)
+    scores = []
+    for label_row, probability_row in zip(labels, probabilities, strict=True):
+        by_label = dict(zip(label_row, probability_row, strict=True))
+        scores.append(min(float(by_label.get(POSITIVE, 0.0)), 1.0))
+    return scores
+
+
+SCORE_ARROW_SCHEMA = pa.schema([("doc_id", pa.string()), ("quality_score", pa.float64())])
+
+
+def score_partition(batches: Iterator[pa.RecordBatch], model_path: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow function: (doc_id, text) -> (doc_id, quality_score), the model loaded once per worker."""
+    for batch in batches:
+        doc_ids = batch.column("doc_id").to_pylist()
+        scores = score_texts(model_path, batch.column("text").to_pylist())
+        yield pa.RecordBatch.from_pydict({"doc_id": doc_ids, "quality_score": scores}, schema=SCORE_ARROW_SCHEMA)

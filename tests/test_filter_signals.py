@@ -1,0 +1,206 @@
+"""Signals, rules, normalisation, PII and language ID as pure functions (no Spark)."""
+
+import random
+import time
+
+import pytest
+
+from pipelines.filter.langid import identify
+from pipelines.filter.pii import redact
+from pipelines.filter.rules import DEFAULT_RULES, RuleError, resolve_rules
+from pipelines.filter.signals import document_signals
+from pipelines.normalize import content_hash, normalize_code, normalize_prose
+
+RULES = {rule.name: rule for rule in DEFAULT_RULES}
+VOCABULARY = (
+    "river stone garden window morning letter market bridge harbor lantern valley orchard meadow village "
+    "teacher painter sailor farmer baker doctor writer builder walked carried opened noticed followed "
+    "remembered painted gathered quiet golden narrow ancient gentle bright heavy distant early"
+).split()
+STOP = ["the", "of", "and", "to", "with", "that"]
+
+
+def prose(sentences: int, seed: int = 0, words_per_sentence: int = 10) -> str:
+    """Varied English-like prose: stop words, terminal punctuation, no repeated n-grams to speak of."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(sentences):
+        words = [rng.choice(VOCABULARY if j % 3 else STOP) for j in range(words_per_sentence)]
+        out.append(" ".join(words).capitalize() + ".")
+    return "\n".join(" ".join(out[i : i + 3]) for i in range(0, len(out), 3))
+
+
+def drops(name: str, text: str, kind: str = "text", language: str = "en") -> bool:
+    return RULES[name].drops(document_signals(text, kind), kind, language)
+
+
+def test_clean_prose_passes_every_default_rule():
+    text = prose(20)
+    signals = document_signals(text, "text") | {"language_score": 0.9}
+    assert [rule.name for rule in DEFAULT_RULES if rule.drops(signals, "text", "en")] == []
+
+
+def words(n: int) -> str:
+    return " ".join(VOCABULARY[i % len(VOCABULARY)] for i in range(n - 2)) + " the of"
+
+
+@pytest.mark.parametrize(
+    "rule, below, above",
+    [
+        ("gopher_word_count", words(49), words(50)),
+        ("gopher_mean_word_length", "the of " + "abc " * 10, "the of " + "abc " * 9 + "abcd"),
+        ("gopher_stop_words", "the " + words(60).replace(" the of", ""), "the of " + words(60)),
+        ("gopher_alpha_words", "the of " + "12 " * 21 + "word " * 79, "the of " + "12 " * 19 + "word " * 81),
+    ],
+)
+def test_minimum_rules_drop_just_below_and_keep_at_the_threshold(rule, below, above):
+    assert drops(rule, below)
+    assert not drops(rule, above)
+
+
+@pytest.mark.parametrize(
+    "rule, keep, drop",
+    [
+        ("gopher_hash_ratio", words(100) + " #" * 10, words(100) + " #" * 12),
+        (
+            "gopher_ellipsis_lines",
+            "\n".join([words(8) + "..."] * 3 + [words(8)] * 7),
+            "\n".join([words(8) + "..."] * 4 + [words(8)] * 6),
+        ),
+        ("gopher_bullet_lines", "\n".join(["- " + words(5)] * 9 + [words(5)]), "\n".join(["- " + words(5)] * 10)),
+        (
+            "gopher_dup_line_fraction",
+            "\n".join(["same line here."] * 3 + [f"line {i}." for i in range(7)]),
+            "\n".join(["same line here."] * 5 + [f"line {i}." for i in range(5)]),
+        ),
+        ("c4_lorem_ipsum", prose(10), prose(10) + "\nLorem ipsum dolor sit amet."),
+        ("c4_curly_brace", prose(10), prose(10) + "\nThe value is {x} here."),
+        (
+            "fineweb_short_lines",
+            "\n".join(["short."] * 6 + [words(10) + "."] * 4),
+            "\n".join(["short."] * 7 + [words(10) + "."] * 3),
+        ),
+        ("fineweb_list_ratio", words(100).replace(" ", "\n", 29), words(100).replace(" ", "\n", 31)),
+    ],
+)
+def test_maximum_rules_keep_at_the_threshold_and_drop_just_above(rule, keep, drop):
+    assert not drops(rule, keep)
+    assert drops(rule, drop)
+
+
+def test_c4_needs_five_sentences_in_kept_lines():
+    assert drops("c4_min_sentences", prose(4))
+    assert not drops("c4_min_sentences", prose(5))
+    # lines without terminal punctuation do not count
+    assert drops("c4_min_sentences", prose(4) + "\nA line without an end")
+
+
+def test_fineweb_line_punctuation_and_duplicate_characters():
+    no_punct = "\n".join([words(6)] * 1 + [f"{words(5)} {i}" for i in range(9)])
+    assert drops("fineweb_line_punct", no_punct)
+    assert not drops("fineweb_line_punct", "\n".join([words(6) + "."] * 2 + [f"{words(5)} {i}" for i in range(8)]))
+    assert drops("fineweb_dup_line_chars", prose(12) + "\nA repeated line.\nA repeated line.")
+
+
+def test_repeated_ngrams_are_caught():
+    assert drops("gopher_top_2gram", "alpha beta " * 30 + prose(3))
+    assert drops("gopher_dup_5gram", ("one two three four five six seven. " * 6) + prose(3))
+    assert not drops("gopher_dup_5gram", prose(20))
+
+
+@pytest.mark.parametrize(
+    "rule, keep, drop",
+    [
+        ("code_max_line_length", "x = 1\n" + "y" * 1000 + "\n", "x = 1\n" + "y" * 1001 + "\n"),
+        ("code_mean_line_length", "a" * 100 + "\n" + "b" * 100, "a" * 101 + "\n" + "b" * 101),
+        ("code_alphanum_fraction", "ab" + "=" * 6, "a" + "=" * 7),
+        ("code_autogenerated", "# hand written\nx = 1\n", "# Code generated by protoc. DO NOT EDIT.\nx = 1\n"),
+        ("code_xml_header", "<root/>", '<?xml version="1.0"?><root/>'),
+    ],
+)
+def test_code_rules(rule, keep, drop):
+    assert not drops(rule, keep, kind="code", language="Python")
+    assert drops(rule, drop, kind="code", language="Python")
+
+
+def test_rules_apply_only_to_their_kinds_and_languages():
+    short = words(10)
+    assert drops("gopher_word_count", short, language="en")
+    assert not drops("gopher_word_count", short, language="fr")  # Gopher's quality rules are for English
+    assert not drops("gopher_word_count", short, kind="code")
+    assert RULES["code_data_file_size"].drops({"n_chars": 50.0}, "code", "JSON")
+    assert not RULES["code_data_file_size"].drops({"n_chars": 50.0}, "code", "Python")
+
+
+def test_rule_overrides_are_validated_and_applied():
+    rules = {
+        r.name: r
+        for r in resolve_rules([{"name": "gopher_word_count", "min": 10}, {"name": "c4_curly_brace", "enabled": False}])
+    }
+    assert rules["gopher_word_count"].min == 10 and rules["gopher_word_count"].max == 100_000
+    assert not rules["c4_curly_brace"].enabled
+    custom = resolve_rules([{"name": "few_pii", "signal": "n_chars", "max": 10, "kinds": ["code"]}])[-1]
+    assert (custom.signal, custom.kinds) == ("n_chars", ("code",))
+    with pytest.raises(RuleError, match="not a built-in rule, so it needs a 'signal'"):
+        resolve_rules([{"name": "made_up", "max": 1}])
+    with pytest.raises(RuleError, match=r"min: expected a number, got 'low'"):
+        resolve_rules([{"name": "gopher_word_count", "min": "low"}])
+    with pytest.raises(RuleError, match="unknown key"):
+        resolve_rules([{"name": "gopher_word_count", "minimum": 3}])
+
+
+def test_every_default_rule_names_its_source():
+    assert all(rule.source for rule in DEFAULT_RULES)
+    assert len({rule.name for rule in DEFAULT_RULES}) == len(DEFAULT_RULES)
+
+
+def test_empty_text_and_a_10_mb_single_line_document():
+    assert document_signals("", "text")["gopher_words"] == 0
+    assert document_signals("", "code")["code_max_line_length"] == 0
+    big = " ".join(random.Random(1).choice(VOCABULARY) for _ in range(1_300_000))[: 10 * 1024 * 1024]
+    started = time.monotonic()
+    signals = document_signals(big, "text")
+    assert time.monotonic() - started < 120
+    assert signals["gopher_words"] > 1_000_000 and signals["fineweb_newline_ratio"] == 0
+
+
+def test_prose_normalisation_folds_whitespace_and_removes_controls_but_keeps_paragraphs():
+    raw = "Cafe\u0301  and\ttea\x07 \r\n\r\n\r\n\r\nNext\u00a0para.  \n"
+    assert normalize_prose(raw) == "Café and tea\n\nNext para."
+
+
+def test_code_normalisation_keeps_indentation():
+    raw = "def f():\r\n\tif x:\r\n        return 1   \r\n\r\n\r\n"
+    assert normalize_code(raw) == "def f():\n\tif x:\n        return 1\n"
+
+
+def test_content_hash_sees_through_whitespace_and_unicode_forms():
+    assert content_hash(normalize_prose("Cafe\u0301   bar")) == content_hash(normalize_prose("Café bar"))
+
+
+def test_pii_is_redacted_and_counted():
+    text = (
+        "Mail jane.doe@example.org or call +1 415 555 0132. Server 8.8.8.8, local 192.168.1.10.\n"
+        "key AKIAIOSFODNN7EXAMPLE and password = 'hunter2hunter2!'\n"
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----"
+    )
+    redacted, counts = redact(text, "text")
+    assert counts == {"email": 1, "phone": 1, "ip_address": 1, "api_key": 1, "secret": 1, "private_key": 1}
+    assert "jane.doe" not in redacted and "192.168.1.10" in redacted and "<KEY>" in redacted
+    code, code_counts = redact("port = 555 0132 4444\nhost = '8.8.4.4'\n", "code")
+    assert "phone" not in code_counts and code_counts["ip_address"] == 1
+
+
+def test_language_identification_on_a_few_languages():
+    results = identify(
+        [
+            "The committee will publish its annual report on the state of the river next week.",
+            "Le comité publiera la semaine prochaine son rapport annuel sur l'état de la rivière.",
+            "Der Ausschuss wird nächste Woche seinen Jahresbericht über den Zustand des Flusses veröffentlichen.",
+            "El comité publicará la próxima semana su informe anual sobre el estado del río.",
+            "委员会将于下周发布关于河流状况的年度报告。",
+            "",
+        ]
+    )
+    assert [language for language, _ in results] == ["en", "fr", "de", "es", "zh", "und"]
+    assert all(score > 0.5 for _, score in results[:5])
