@@ -175,6 +175,11 @@ def parse_config(raw: Any) -> PipelineConfig:
         filter=_parse_filter(top.section("filter")),
     )
     top.reject_unknown()
+    names = {source.name for source in config.sources}
+    quality = config.filter.quality
+    unknown = sorted(set(quality.positive_sources + quality.negative_sources) - names)
+    if unknown:
+        raise ConfigError(f"filter.quality: sources {unknown} are not configured; configured: {sorted(names)}")
     return config
 
 

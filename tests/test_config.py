@@ -50,6 +50,13 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypa
         ({"sources": [SOURCE], "ingest": {"split_bytes": "big"}}, "ingest.split_bytes: expected int, got str"),
         ({"sources": [{**SOURCE, "encoding": "latin-1"}]}, "sources[0] (web): unknown key(s) 'encoding'"),
         ({"sources": "web"}, "sources: expected list, got str"),
+        ({"sources": [SOURCE], "filter": {"rules": [{"name": "nope", "max": 1}]}}, "'nope' is not a built-in rule"),
+        ({"sources": [SOURCE], "filter": {"quality": {"positive_sources": ["web"]}}}, "go together"),
+        (
+            {"sources": [SOURCE], "filter": {"quality": {"positive_sources": ["web"], "negative_sources": ["x"]}}},
+            "filter.quality: sources ['x'] are not configured",
+        ),
+        ({"sources": [SOURCE], "filter": {"langs": ["en"]}}, "filter: unknown key(s) 'langs'"),
     ],
 )
 def test_invalid_configs_name_the_key_and_the_value(raw, message):

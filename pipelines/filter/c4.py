@@ -25,8 +25,9 @@ _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
 
 def signals(text: str) -> dict[str, float]:
     """Line by line, in C4's order: a line must have no word over 1000 characters, end in terminal punctuation (not
-    an ellipsis) and have 3+ words; only such lines are then checked for "lorem ipsum" and "{" (whole-page drops) and
-    for javascript and policy phrases (line drops). Sentences are counted in the lines that survive.
+    an ellipsis) and have 3+ words; only such lines are then checked for "lorem ipsum" (page drop), javascript (line
+    drop), "{" (page drop) and policy phrases (line drop), in that order. Sentences are counted in the lines that
+    survive, at least one per line.
     """
     lines = [line.strip() for line in text.splitlines()]
     total = max(sum(1 for line in lines if line), 1)
@@ -43,10 +44,10 @@ def signals(text: str) -> dict[str, float]:
             continue
         lowered = line.lower()
         lorem += "lorem ipsum" in lowered
-        curly += "{" in line
-        if "javascript" in lowered:
+        if "javascript" in lowered:  # checked before the brace: such a line is dropped, not the page
             javascript += 1
             continue
+        curly += "{" in line
         if any(phrase in lowered for phrase in POLICY_PHRASES):
             policy += 1
             continue

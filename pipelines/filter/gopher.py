@@ -66,6 +66,6 @@ def repetition_signals(text: str, words: list[str] | None = None) -> dict[str, f
     }
     for n in TOP_NGRAM_SIZES:
         signals[f"gopher_top_{n}gram_char_fraction"] = top_ngram_characters(words, n) / size
-    for n in DUPLICATE_NGRAM_SIZES:
-        signals[f"gopher_dup_{n}gram_char_fraction"] = duplicated_ngram_characters(words, n) / size
+    for n, characters in duplicated_ngram_characters(words, DUPLICATE_NGRAM_SIZES).items():
+        signals[f"gopher_dup_{n}gram_char_fraction"] = characters / size
     return signals

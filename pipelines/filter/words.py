@@ -14,6 +14,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+
 # A word: runs of word characters, joined by inner punctuation; otherwise any single non-space character.
 _TOKEN = re.compile(r"\w+(?:[.,:/@]\w+)*|['’]\w+|[^\w\s]")
 _LINE_BREAKS = re.compile(r"\n+")
@@ -32,7 +34,7 @@ def split_words(text: str) -> list[str]:
 
 def is_symbol(word: str) -> bool:
     """A token made only of punctuation (what Gopher excludes from its word counts)."""
-    return all(character in PUNCTUATION for character in word)
+    return PUNCTUATION.issuperset(word)
 
 
 def split_lines(text: str) -> list[str]:
@@ -66,20 +68,39 @@ def top_ngram_characters(words: Sequence[str], n: int) -> int:
     return (sum(map(len, ngram)) + n - 1) * count
 
 
-def duplicated_ngram_characters(words: Sequence[str], n: int) -> int:
-    """Characters (of words, spaces excluded) inside n-grams that occurred earlier, each word counted once.
+def duplicated_ngram_characters(words: Sequence[str], sizes: Sequence[int]) -> dict[int, int]:
+    """For each n: characters (of words, spaces excluded) inside n-grams that occurred earlier, each word once.
 
     Scanning left to right, an n-gram seen before marks its n words as duplicated, and the scan jumps past them.
+    Each n-gram is reduced to one 64-bit key first (numpy), so the sequential scan only touches integers.
     """
-    seen: set[tuple[str, ...]] = set()
+    vocabulary: dict[str, int] = {}
+    ids = np.fromiter((vocabulary.setdefault(w, len(vocabulary)) for w in words), dtype=np.uint64, count=len(words))
+    ids = ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x632BE59BD9B4E019)
+    prefix = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words))))).tolist()
+    return {n: _duplicated_characters(_ngram_keys(ids, n).tolist(), prefix, n) if len(words) >= n else 0 for n in sizes}
+
+
+def _duplicated_characters(keys: list[int], prefix: list[int], n: int) -> int:
+    seen: set[int] = set()
     characters = 0
-    i = 0
-    while i <= len(words) - n:
-        gram = tuple(words[i : i + n])
-        if gram in seen:
-            characters += sum(len(word) for word in gram)
+    i, last = 0, len(keys)
+    while i < last:
+        key = keys[i]
+        if key in seen:
+            characters += prefix[i + n] - prefix[i]
             i += n
         else:
-            seen.add(gram)
+            seen.add(key)
             i += 1
     return characters
+
+
+def _ngram_keys(ids: np.ndarray, n: int) -> np.ndarray:
+    """A 64-bit key per n-gram of word ids: a polynomial wrapping in uint64 (collisions ~ 2**-64)."""
+    count = len(ids) - n + 1
+    keys = np.zeros(count, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            keys = keys * np.uint64(1099511628211) + ids[k : k + count]
+    return keys
