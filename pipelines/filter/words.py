@@ -1,9 +1,10 @@
 """Splitting text into the units the heuristic rules count: words, lines, paragraphs, n-grams.
 
-Words approximate spaCy's English tokenizer, which the reference implementation (datatrove) uses: punctuation is a
-token of its own ("end." -> "end", "."; "well-known" -> "well", "-", "known"), a clitic splits off ("don't" -> "don",
-"'t"), and dots, colons and slashes inside a word keep it whole ("3.14", "example.com/a"). One regex pass, about
-ten times faster than spaCy.
+Words follow spaCy's English tokenizer rules, which the reference implementation (datatrove) uses, closely enough
+for the rules to agree: text splits on whitespace; each chunk then loses its leading and trailing punctuation one
+piece at a time ("(end)." -> "(", "end", ")", "."), hyphens and `: < > = /` between letters split the rest
+("well-known" -> "well", "-", "known"), and clitics split off ("don't" -> "do", "n't"; "cannot" -> "can", "not").
+About ten times faster than spaCy.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# A word: runs of word characters, joined by inner punctuation; otherwise any single non-space character.
-_TOKEN = re.compile(r"\w+(?:[.,:/@]\w+)*|['’]\w+|[^\w\s]")
+_CHUNK = re.compile(r"\S+")
+_PREFIX = re.compile(r"\.\.\.|[\"'`(\[{<>*«„“‘¿¡§$£€#_&+:=]")
+_SUFFIX = re.compile(r"(?:\.\.\.|…|[\"'`()\[\]{}>*»”’,;:!?%_]|(?<=[^\W\d_][^\W\d_])\.|(?<=\d)\.|(?<=[)\]}\"'’%])\.)$")
+_INFIX = re.compile(r"(?<=[^\W\d_])(?:-+|[:<>=/,])(?=[^\W\d_])|\.\.\.")
+_CLITIC = re.compile(r"(?i)^(\w+?)(n['’]t|['’](?:s|re|ve|ll|d|m))$")
 _LINE_BREAKS = re.compile(r"\n+")
 _PARAGRAPH_BREAKS = re.compile(r"\n{2,}")
 
@@ -29,7 +33,40 @@ PUNCTUATION = (
 
 
 def split_words(text: str) -> list[str]:
-    return _TOKEN.findall(text)
+    tokens: list[str] = []
+    for chunk in _CHUNK.findall(text):
+        if chunk.isalnum() and chunk.lower() != "cannot":
+            tokens.append(chunk)
+            continue
+        tokens.extend(_split_chunk(chunk))
+    return tokens
+
+
+def _split_chunk(chunk: str) -> list[str]:
+    head: list[str] = []
+    while (match := _PREFIX.match(chunk)) and len(chunk) > match.end():
+        head.append(match.group())
+        chunk = chunk[match.end() :]
+    tail: list[str] = []
+    while (match := _SUFFIX.search(chunk)) and match.start() > 0:
+        tail.append(match.group())
+        chunk = chunk[: match.start()]
+    middle: list[str] = []
+    start = 0
+    for match in _INFIX.finditer(chunk):
+        middle += [chunk[start : match.start()], match.group()]
+        start = match.end()
+    middle.append(chunk[start:])
+    words = []
+    for piece in middle:
+        clitic = _CLITIC.match(piece)
+        if clitic:
+            words += [clitic.group(1), clitic.group(2)]
+        elif piece.lower() == "cannot":
+            words += [piece[:3], piece[3:]]
+        elif piece:
+            words.append(piece)
+    return head + words + tail[::-1]
 
 
 def is_symbol(word: str) -> bool:
