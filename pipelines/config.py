@@ -112,6 +112,25 @@ class FilterConfig:
     quality: QualityModelConfig = field(default_factory=QualityModelConfig)
 
 
+KEEP_ORDER_COLUMNS = ("quality_score", "n_chars", "doc_id")
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """MinHash near-deduplication of the documents the filter kept."""
+
+    threshold: float = 0.8  # Jaccard similarity of shingle sets above which two documents are duplicates
+    num_perm: int = 128
+    seed: int = 1
+    scheme: str = "affine32"  # datasketch's permutation scheme: affine32 (>= 2.0) or legacy (< 2.0)
+    shingle_size: int = 5
+    shingle_unit: str = "word"  # word or char
+    verify: bool = True  # drop candidate pairs whose signatures agree on fewer than threshold * num_perm values
+    false_positive_weight: float = 0.5
+    # Which document of a cluster is kept: first by these, then by the smallest doc_id.
+    keep_order: tuple[str, ...] = ("quality_score desc", "n_chars desc")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     lakehouse: LakehouseConfig
@@ -120,6 +139,7 @@ class PipelineConfig:
     sources: tuple[SourceConfig, ...]
     ingest: IngestConfig
     filter: FilterConfig = field(default_factory=FilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:
@@ -173,6 +193,7 @@ def parse_config(raw: Any) -> PipelineConfig:
         sources=_parse_sources(top.take("sources", list, required=True), top.path),
         ingest=_parse_ingest(top.section("ingest")),
         filter=_parse_filter(top.section("filter")),
+        dedup=_parse_dedup(top.section("dedup")),
     )
     top.reject_unknown()
     names = {source.name for source in config.sources}
@@ -320,6 +341,35 @@ def _parse_filter(section: _Section) -> FilterConfig:
         languages=None if languages is None else tuple(str(language) for language in languages),
         quality=quality,
     )
+
+
+def _parse_dedup(section: _Section) -> DedupConfig:
+    defaults = DedupConfig()
+    dedup = DedupConfig(
+        threshold=float(section.take("threshold", (int, float), default=defaults.threshold)),
+        num_perm=section.take("num_perm", int, default=defaults.num_perm, minimum=2),
+        seed=section.take("seed", int, default=defaults.seed),
+        scheme=section.take("scheme", str, default=defaults.scheme, choices=("affine32", "legacy")),
+        shingle_size=section.take("shingle_size", int, default=defaults.shingle_size, minimum=1),
+        shingle_unit=section.take("shingle_unit", str, default=defaults.shingle_unit, choices=("word", "char")),
+        verify=section.take("verify", bool, default=defaults.verify),
+        false_positive_weight=float(
+            section.take("false_positive_weight", (int, float), default=defaults.false_positive_weight)
+        ),
+        keep_order=tuple(section.take("keep_order", list, default=list(defaults.keep_order))),
+    )
+    section.reject_unknown()
+    if not 0.0 < dedup.threshold < 1.0:
+        raise ConfigError(f"dedup.threshold: {dedup.threshold} must be between 0 and 1")
+    if not 0.0 < dedup.false_positive_weight < 1.0:
+        raise ConfigError(f"dedup.false_positive_weight: {dedup.false_positive_weight} must be between 0 and 1")
+    for item in dedup.keep_order:
+        column, _, direction = str(item).partition(" ")
+        if column not in KEEP_ORDER_COLUMNS or direction not in ("asc", "desc"):
+            raise ConfigError(
+                f"dedup.keep_order: {item!r} should be '<column> asc|desc' with a column of {KEEP_ORDER_COLUMNS}"
+            )
+    return dedup
 
 
 def _absolute(path: str) -> str:

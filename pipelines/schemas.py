@@ -71,3 +71,12 @@ SILVER_DOCUMENTS = StructType(
         _field("processed_at", TimestampType(), False, "start of that run, UTC"),
     ]
 )
+
+SILVER_DEDUP = StructType(
+    [
+        _field("doc_id", StringType(), False, "silver doc_id of a document the filter kept"),
+        _field("cluster_id", StringType(), False, "smallest doc_id of its near-duplicate cluster (itself if alone)"),
+        _field("cluster_size", LongType(), False, "documents in the cluster"),
+        _field("keep", BooleanType(), False, "the one document kept per cluster"),
+    ]
+)
