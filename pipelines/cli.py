@@ -2,6 +2,9 @@
 
     dataprep demo [--lakehouse DIR]         build the demo corpus and run the pipeline on it
     dataprep ingest --config FILE [--source NAME ...]
+    dataprep filter --config FILE [--retrain-quality]
+    dataprep dedup --config FILE
+    dataprep redecide --config FILE [--dry-run]
     dataprep validate --config FILE         check a config and print what it resolves to
 
 Exit codes: 0 done; 2 bad config or missing input (nothing was read); 3 the run's counts do not reconcile.
@@ -51,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     filtering.add_argument("--retrain-quality", action="store_true", help="train a new quality classifier")
     filtering.set_defaults(handler=_filter)
 
+    dedup = commands.add_parser("dedup", help="MinHash near-deduplication of the kept documents into silver.dedup")
+    dedup.add_argument("--config", required=True)
+    dedup.set_defaults(handler=_dedup)
+
     redecide = commands.add_parser("redecide", help="re-apply the config's rules to stored signals (no recompute)")
     redecide.add_argument("--config", required=True)
     redecide.add_argument("--dry-run", action="store_true", help="report the flips without writing them")
@@ -83,7 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
     sizes = build_demo_corpus(os.path.join(config.lakehouse.root, "demo_corpus"))
     stdlib = config.source("python_stdlib").paths[0]
     print(f"demo corpus: {sizes} prose documents, plus the standard library at {stdlib}")
-    return _run_ingest(config, None) or _run_filter(config, retrain_quality=False)
+    return _run_ingest(config, None) or _run_filter(config, retrain_quality=False) or _run_dedup(config)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -92,6 +99,16 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _filter(args: argparse.Namespace) -> int:
     return _run_filter(load_config(args.config), args.retrain_quality)
+
+
+def _dedup(args: argparse.Namespace) -> int:
+    return _run_dedup(load_config(args.config))
+
+
+def _run_dedup(config: PipelineConfig) -> int:
+    from pipelines.dedup.stage import run_dedup
+
+    return _report(config, run_dedup(_spark(config), config))
 
 
 def _run_ingest(config: PipelineConfig, sources: list[str] | None) -> int:
