@@ -57,6 +57,9 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypa
             "filter.quality: sources ['x'] are not configured",
         ),
         ({"sources": [SOURCE], "filter": {"langs": ["en"]}}, "filter: unknown key(s) 'langs'"),
+        ({"sources": [SOURCE], "dedup": {"threshold": 1.5}}, "dedup.threshold: 1.5 must be between 0 and 1"),
+        ({"sources": [SOURCE], "dedup": {"scheme": "affine64"}}, "dedup.scheme: 'affine64' is not one of"),
+        ({"sources": [SOURCE], "dedup": {"keep_order": ["length desc"]}}, "dedup.keep_order: 'length desc'"),
     ],
 )
 def test_invalid_configs_name_the_key_and_the_value(raw, message):

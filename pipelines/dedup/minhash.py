@@ -21,6 +21,7 @@ MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH_32 = np.uint64((1 << 32) - 1)
 SCHEMES = ("affine32", "legacy")
 _WORD = re.compile(r"\w+")
+_BLOCK_SHINGLES = 2048
 
 
 @dataclass(frozen=True)
@@ -85,21 +86,38 @@ class MinHasher:
             dtype=np.uint64,
             count=int(counts.sum()),
         )
-        permuted = self._permute(hashes)  # (shingles, num_perm)
-        present = counts > 0
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))[present]
-        out[present] = np.minimum.reduceat(permuted, starts, axis=0)
+        mixed = self._premix(hashes)
+        ends = np.cumsum(counts)
+        # Blocks of documents whose (shingles x num_perm) matrix stays small enough for the CPU cache.
+        start_document, start_shingle = 0, 0
+        while start_document < len(shingle_sets):
+            end_document = int(np.searchsorted(ends, start_shingle + _BLOCK_SHINGLES, side="right"))
+            end_document = max(end_document, start_document + 1)
+            end_shingle = int(ends[end_document - 1])
+            block_counts = counts[start_document:end_document]
+            present = block_counts > 0
+            if present.any():
+                permuted = self._permute(mixed[start_shingle:end_shingle])  # (shingles, num_perm)
+                starts = (np.concatenate(([0], np.cumsum(block_counts)[:-1])))[present]
+                out[start_document:end_document][present] = np.minimum.reduceat(permuted, starts, axis=0)
+            start_document, start_shingle = end_document, end_shingle
         return out
 
-    def _permute(self, hashes: np.ndarray) -> np.ndarray:
+    def _premix(self, hashes: np.ndarray) -> np.ndarray:
+        """affine32 first passes each 32-bit hash through the MurmurHash3 finalizer; legacy uses it as it is."""
+        if self.scheme == "legacy":
+            return hashes
         with np.errstate(over="ignore"):
-            if self.scheme == "legacy":
-                column = hashes.reshape(-1, 1)
-                return np.bitwise_and((column * self.a + self.b) % MERSENNE_PRIME, MAX_HASH_32)
             mixed = hashes.astype(np.uint32)
             mixed = mixed ^ (mixed >> np.uint32(16))
             mixed = mixed * np.uint32(0x85EBCA6B)
             mixed = mixed ^ (mixed >> np.uint32(13))
             mixed = mixed * np.uint32(0xC2B2AE35)
-            mixed = mixed ^ (mixed >> np.uint32(16))
-            return mixed.reshape(-1, 1) * self.a + self.b
+            return mixed ^ (mixed >> np.uint32(16))
+
+    def _permute(self, mixed: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            column = mixed.reshape(-1, 1)
+            if self.scheme == "legacy":
+                return np.bitwise_and((column * self.a + self.b) % MERSENNE_PRIME, MAX_HASH_32)
+            return column * self.a + self.b
