@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import random
-import subprocess
 import sysconfig
-import tempfile
 import time
 from pydoc_data.topics import topics
 
-from peer_env import HERE, peer_python
+from peer_env import run_peer_script
 from pipelines.filter.rules import DEFAULT_RULES
 from pipelines.filter.signals import document_signals
 
@@ -72,16 +69,8 @@ def our_verdicts(texts: list[str]) -> tuple[float, dict[str, list[bool]]]:
 
 
 def datatrove_verdicts(texts: list[str]) -> tuple[float, dict[str, list[bool]]]:
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as handle:
-        for text in texts:
-            handle.write(json.dumps({"text": text}) + "\n")
-    try:
-        script = os.path.join(HERE, "_datatrove_filters.py")
-        output = subprocess.run([peer_python("datatrove"), script, handle.name], check=True, capture_output=True)
-        result = json.loads(output.stdout)
-        return result["seconds"], result["verdicts"]
-    finally:
-        os.unlink(handle.name)
+    result = run_peer_script("datatrove", "_datatrove_filters.py", texts)
+    return result["seconds"], result["verdicts"]
 
 
 def main() -> None:

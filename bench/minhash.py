@@ -15,9 +15,7 @@ The last line is machine-readable.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import tempfile
 import time
 
@@ -25,7 +23,7 @@ import numpy as np
 from datasketch import MinHash
 from filters import corpus
 
-from peer_env import HERE, peer_python
+from peer_env import run_peer_script
 from pipelines.config import SparkConfig, parse_config
 from pipelines.dedup.minhash import MinHasher, Shingling
 from pipelines.dedup.stage import run_dedup
@@ -58,15 +56,7 @@ def datasketch(texts: list[str]) -> tuple[float, np.ndarray]:
 
 
 def datatrove(texts: list[str]) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as handle:
-        for text in texts:
-            handle.write(json.dumps({"text": text}) + "\n")
-    try:
-        script = os.path.join(HERE, "_datatrove_minhash.py")
-        output = subprocess.run([peer_python("datatrove"), script, handle.name], check=True, capture_output=True)
-        return json.loads(output.stdout)["seconds"]
-    finally:
-        os.unlink(handle.name)
+    return run_peer_script("datatrove", "_datatrove_minhash.py", texts)["seconds"]
 
 
 def spark_end_to_end(texts: list[str], cores: int) -> float:

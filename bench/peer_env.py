@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -24,3 +26,15 @@ def peer_python(name: str) -> str:
         subprocess.run([python, "-m", "pip", "install", "--quiet", "-r", requirements], check=True)
         open(os.path.join(venv, ".complete"), "w").close()
     return python
+
+
+def run_peer_script(name: str, script: str, texts: list[str]) -> dict:
+    """Runs bench/<script> in the peer's environment on the texts (as JSONL) and returns the JSON it prints."""
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as handle:
+        for text in texts:
+            handle.write(json.dumps({"text": text}) + "\n")
+    try:
+        command = [peer_python(name), os.path.join(HERE, script), handle.name]
+        return json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
+    finally:
+        os.unlink(handle.name)
