@@ -1,7 +1,7 @@
 """Near-duplicate detection quality of the dedup stage with its defaults (Jaccard 0.8, 128 permutations, word
 5-grams): precision and recall of "same cluster" pairs against exact Jaccard similarity of the shingle sets.
 
-    source scripts/env.sh && python bench/dedup_quality.py [--originals 300]
+    source scripts/env.sh && python bench/dedup_quality.py [--originals 300] [--verify signature|exact|none]
 
 Originals are non-overlapping pieces of real prose (Python's pydoc topics and module docstrings, 150-600 words).
 Each gets 0-4 variants made by controlled edits (substituted, deleted and inserted words at rates from 0.5% to 15%),
@@ -63,6 +63,7 @@ def jaccard(a: set[bytes], b: set[bytes]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--originals", type=int, default=300)
+    parser.add_argument("--verify", default="signature", choices=("signature", "exact", "none"))
     args = parser.parse_args()
     rng = random.Random(9)
     documents, family = [], {}
@@ -88,7 +89,11 @@ def main() -> None:
     spark.sparkContext.setLogLevel("ERROR")
     with tempfile.TemporaryDirectory() as work:
         config = parse_config(
-            {"lakehouse": {"root": work}, "sources": [{"name": "b", "format": "text", "paths": [work]}]}
+            {
+                "lakehouse": {"root": work},
+                "sources": [{"name": "b", "format": "text", "paths": [work]}],
+                "dedup": {"verify": args.verify},
+            }
         )
         rows = [(doc_id, text, len(text), 0.5, True) for doc_id, text in documents]
         schema = "doc_id string, text string, n_chars long, quality_score double, keep boolean"

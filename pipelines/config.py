@@ -125,7 +125,9 @@ class DedupConfig:
     scheme: str = "affine32"  # datasketch's permutation scheme: affine32 (>= 2.0) or legacy (< 2.0)
     shingle_size: int = 5
     shingle_unit: str = "word"  # word or char
-    verify: bool = True  # drop candidate pairs whose signatures agree on fewer than threshold * num_perm values
+    # Candidate pairs are kept when their estimated ("signature": share of equal signature values) or exact ("exact":
+    # Jaccard of the shingle-hash sets) similarity reaches the threshold; "none" keeps every LSH candidate.
+    verify: str = "signature"
     false_positive_weight: float = 0.5
     # Which document of a cluster is kept: first by these, then by the smallest doc_id.
     keep_order: tuple[str, ...] = ("quality_score desc", "n_chars desc")
@@ -352,7 +354,7 @@ def _parse_dedup(section: _Section) -> DedupConfig:
         scheme=section.take("scheme", str, default=defaults.scheme, choices=("affine32", "legacy")),
         shingle_size=section.take("shingle_size", int, default=defaults.shingle_size, minimum=1),
         shingle_unit=section.take("shingle_unit", str, default=defaults.shingle_unit, choices=("word", "char")),
-        verify=section.take("verify", bool, default=defaults.verify),
+        verify=section.take("verify", str, default=defaults.verify, choices=("signature", "exact", "none")),
         false_positive_weight=float(
             section.take("false_positive_weight", (int, float), default=defaults.false_positive_weight)
         ),

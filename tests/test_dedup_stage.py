@@ -42,7 +42,11 @@ def config(tmp_path):
     return make_config(str(tmp_path), [{"name": "s", "format": "text", "paths": [str(tmp_path)]}])
 
 
-def test_identical_and_near_identical_documents_cluster_and_the_best_is_kept(spark, config):
+@pytest.mark.parametrize("verify", ["signature", "exact"])
+def test_identical_and_near_identical_documents_cluster_and_the_best_is_kept(spark, tmp_path, verify):
+    config = make_config(
+        str(tmp_path), [{"name": "s", "format": "text", "paths": [str(tmp_path)]}], dedup={"verify": verify}
+    )
     base = article(1)
     write_silver(
         spark,

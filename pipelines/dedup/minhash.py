@@ -81,11 +81,7 @@ class MinHasher:
         counts = np.fromiter(map(len, shingle_sets), dtype=np.int64, count=len(shingle_sets))
         if not counts.sum():
             return out
-        hashes = np.fromiter(
-            (int.from_bytes(hashlib.sha1(s).digest()[:4], "little") for shingles in shingle_sets for s in shingles),
-            dtype=np.uint64,
-            count=int(counts.sum()),
-        )
+        hashes = self.shingle_hashes([s for shingles in shingle_sets for s in shingles])
         mixed = self._premix(hashes)
         ends = np.cumsum(counts)
         # Blocks of documents whose (shingles x num_perm) matrix stays small enough for the CPU cache.
@@ -102,6 +98,15 @@ class MinHasher:
                 out[start_document:end_document][present] = np.minimum.reduceat(permuted, starts, axis=0)
             start_document, start_shingle = end_document, end_shingle
         return out
+
+    @staticmethod
+    def shingle_hashes(shingles: list[bytes]) -> np.ndarray:
+        """datasketch's sha1_hash32: the first 4 bytes of SHA-1, little-endian."""
+        return np.fromiter(
+            (int.from_bytes(hashlib.sha1(s).digest()[:4], "little") for s in shingles),
+            dtype=np.uint64,
+            count=len(shingles),
+        )
 
     def _premix(self, hashes: np.ndarray) -> np.ndarray:
         """affine32 first passes each 32-bit hash through the MurmurHash3 finalizer; legacy uses it as it is."""

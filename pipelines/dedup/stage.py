@@ -36,6 +36,7 @@ _SIGNATURES = StructType(
         StructField("band_keys", ArrayType(LongType()), False),
         StructField("n_shingles", LongType(), False),
         StructField("short", BooleanType(), False),
+        StructField("shingle_hashes", ArrayType(LongType()), False),
     ]
 )
 
@@ -89,7 +90,7 @@ def run_dedup(spark: SparkSession, config: PipelineConfig) -> DedupSummary:
             staging.overwrite(signatures(documents, settings, bands, rows))
             signed = staging.read()
             candidates = candidate_pairs(signed)
-            pairs = verified(candidates, signed, settings) if settings.verify else candidates
+            pairs = verified(candidates, signed, settings) if settings.verify != "none" else candidates
             pairs = pairs.localCheckpoint()
             clusters = assign_clusters(documents.select("doc_id", "n_chars", "quality_score"), pairs, settings)
             dedup.overwrite(clusters.select(*[F.col(f.name).cast(f.dataType) for f in SILVER_DEDUP.fields]))
@@ -108,6 +109,7 @@ def signatures(documents: DataFrame, settings: DedupConfig, bands: int, rows: in
         hasher=MinHasher(settings.num_perm, settings.seed, settings.scheme),
         bands=bands,
         rows=rows,
+        keep_shingle_hashes=settings.verify == "exact",
     )
     return documents.select("doc_id", "text").mapInArrow(task, _SIGNATURES)
 
@@ -125,11 +127,17 @@ def candidate_pairs(signed: DataFrame) -> DataFrame:
 
 
 def verified(pairs: DataFrame, signed: DataFrame, settings: DedupConfig) -> DataFrame:
-    """Pairs whose signatures agree on at least threshold * num_perm positions (estimated Jaccard)."""
-    left = signed.select(F.col("doc_id").alias("src"), F.col("signature").alias("a"))
-    right = signed.select(F.col("doc_id").alias("dst"), F.col("signature").alias("b"))
-    agreement = F.size(F.filter(F.arrays_zip("a", "b"), lambda pair: pair["a"] == pair["b"])) / settings.num_perm
-    return pairs.join(left, "src").join(right, "dst").where(agreement >= settings.threshold).select("src", "dst")
+    """Pairs whose similarity reaches the threshold: the share of equal signature values (an estimate of Jaccard),
+    or the exact Jaccard of the two shingle-hash sets."""
+    column = "shingle_hashes" if settings.verify == "exact" else "signature"
+    left = signed.select(F.col("doc_id").alias("src"), F.col(column).alias("a"))
+    right = signed.select(F.col("doc_id").alias("dst"), F.col(column).alias("b"))
+    if settings.verify == "exact":
+        union = F.size(F.array_union("a", "b"))
+        similarity = F.when(union > 0, F.size(F.array_intersect("a", "b")) / union).otherwise(F.lit(1.0))
+    else:
+        similarity = F.size(F.filter(F.arrays_zip("a", "b"), lambda pair: pair["a"] == pair["b"])) / settings.num_perm
+    return pairs.join(left, "src").join(right, "dst").where(similarity >= settings.threshold).select("src", "dst")
 
 
 def assign_clusters(documents: DataFrame, pairs: DataFrame, settings: DedupConfig) -> DataFrame:

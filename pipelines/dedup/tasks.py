@@ -16,14 +16,21 @@ SIGNATURE_SCHEMA = pa.schema(
         ("band_keys", pa.list_(pa.int64())),
         ("n_shingles", pa.int64()),
         ("short", pa.bool_()),
+        ("shingle_hashes", pa.list_(pa.int64())),
     ]
 )
 
 
 def signature_partition(
-    batches: Iterator[pa.RecordBatch], shingling: Shingling, hasher: MinHasher, bands: int, rows: int
+    batches: Iterator[pa.RecordBatch],
+    shingling: Shingling,
+    hasher: MinHasher,
+    bands: int,
+    rows: int,
+    keep_shingle_hashes: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """mapInArrow function over (doc_id, text): signatures and their band keys.
+    """mapInArrow function over (doc_id, text): signatures and their band keys, and (for exact verification) the
+    sorted 32-bit hashes of each document's shingles.
 
     A document without any word has no shingle and an empty band list: it can match nothing, and stays a cluster of
     its own (it is never dropped silently).
@@ -41,6 +48,10 @@ def signature_partition(
                 "band_keys": [k.tolist() if present else [] for k, present in zip(keys, has_shingles, strict=True)],
                 "n_shingles": [len(shingles) for shingles, _ in shingled],
                 "short": [short for _, short in shingled],
+                "shingle_hashes": [
+                    sorted(set(hasher.shingle_hashes(shingles).tolist())) if keep_shingle_hashes else []
+                    for shingles, _ in shingled
+                ],
             },
             schema=SIGNATURE_SCHEMA,
         )
