@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import mlflow
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -176,11 +176,7 @@ def _apply_decisions(silver: Table, config: PipelineConfig) -> tuple[int, int]:
         | ~F.col("new_drop_reasons").eqNullSafe(F.col("drop_reasons"))
         | ~F.col("new_duplicate_of").eqNullSafe(F.col("duplicate_of"))
     )
-    flips = changed.agg(
-        F.sum(F.when(F.col("keep") & ~F.col("new_keep"), 1).otherwise(0)).alias("to_drop"),
-        F.sum(F.when(~F.col("keep") & F.col("new_keep"), 1).otherwise(0)).alias("to_keep"),
-        F.count("*").alias("changed"),
-    ).first()
+    flips = changed.agg(*_flip_counts(), F.count("*").alias("changed")).first()
     if flips["changed"]:
         updates = changed.select("doc_id", *[F.col(f"new_{c}").alias(c) for c in _DECISION_COLUMNS])
         (
@@ -193,12 +189,17 @@ def _apply_decisions(silver: Table, config: PipelineConfig) -> tuple[int, int]:
     return int(flips["to_drop"] or 0), int(flips["to_keep"] or 0)
 
 
-def _count_flips(current: DataFrame, decided: DataFrame) -> tuple[int, int]:
-    joined = decided.select("doc_id", F.col("keep").alias("new_keep")).join(current.select("doc_id", "keep"), "doc_id")
-    row = joined.agg(
+def _flip_counts() -> tuple[Column, Column]:
+    """Over rows holding the stored `keep` and the re-derived `new_keep`: documents newly dropped and newly kept."""
+    return (
         F.sum(F.when(F.col("keep") & ~F.col("new_keep"), 1).otherwise(0)).alias("to_drop"),
         F.sum(F.when(~F.col("keep") & F.col("new_keep"), 1).otherwise(0)).alias("to_keep"),
-    ).first()
+    )
+
+
+def _count_flips(current: DataFrame, decided: DataFrame) -> tuple[int, int]:
+    joined = decided.select("doc_id", F.col("keep").alias("new_keep")).join(current.select("doc_id", "keep"), "doc_id")
+    row = joined.agg(*_flip_counts()).first()
     return int(row["to_drop"] or 0), int(row["to_keep"] or 0)
 
 

@@ -363,10 +363,3 @@ def _read_whole_file(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig,
         if unit.repository:
             checked.metadata["repository"] = unit.repository
     yield checked
-
-
-def describe(record: Record) -> str:
-    """One line for logs and test failures."""
-    if isinstance(record, Document):
-        return f"document {record.locator} ({len(record.encoded)} bytes, {record.language})"
-    return f"rejected {record.locator}: {record.reason} ({record.detail})"
