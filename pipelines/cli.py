@@ -4,6 +4,9 @@
     dataprep ingest --config FILE [--source NAME ...]
     dataprep filter --config FILE [--retrain-quality]
     dataprep dedup --config FILE
+    dataprep tokenize --config FILE
+    dataprep mds write --config FILE [--mix MIX.yaml]
+    dataprep mds verify DIR               check an MDS directory: hashes, counts, token ids, manifest
     dataprep redecide --config FILE [--dry-run]
     dataprep validate --config FILE         check a config and print what it resolves to
 
@@ -58,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     dedup.add_argument("--config", required=True)
     dedup.set_defaults(handler=_dedup)
 
+    tokenize = commands.add_parser("tokenize", help="cl100k_base tokens of the kept, deduplicated documents into gold")
+    tokenize.add_argument("--config", required=True)
+    tokenize.set_defaults(handler=_tokenize)
+
+    mds_parser = commands.add_parser("mds", help="curriculum mixtures as MDS shards; verify MDS directories")
+    mds_commands = mds_parser.add_subparsers(dest="mds_command", required=True)
+    mds_write = mds_commands.add_parser("write", help="write every stage of a mix from gold.tokens")
+    mds_write.add_argument("--config", required=True)
+    mds_write.add_argument("--mix", help="mixes/*.yaml (default: the config's mds.mix)")
+    mds_write.set_defaults(handler=_mds_write)
+    mds_verify = mds_commands.add_parser("verify", help="hashes, sample counts, token ids, manifest totals")
+    mds_verify.add_argument("directory")
+    mds_verify.set_defaults(handler=_mds_verify)
+
     redecide = commands.add_parser("redecide", help="re-apply the config's rules to stored signals (no recompute)")
     redecide.add_argument("--config", required=True)
     redecide.add_argument("--dry-run", action="store_true", help="report the flips without writing them")
@@ -78,6 +95,7 @@ def demo_config(lakehouse: str) -> PipelineConfig:
         "DATAPREP_LAKEHOUSE": root,
         "PYTHON_STDLIB": python_stdlib(),
         "DEMO_CORPUS": os.path.join(root, "demo_corpus"),
+        "DATAPREP_MIXES": os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mixes"),
     }
     with resources.as_file(resources.files("pipelines") / "defaults" / "demo.yaml") as path:
         return load_config(path, variables)
@@ -90,7 +108,13 @@ def _demo(args: argparse.Namespace) -> int:
     sizes = build_demo_corpus(os.path.join(config.lakehouse.root, "demo_corpus"))
     stdlib = config.source("python_stdlib").paths[0]
     print(f"demo corpus: {sizes} prose documents, plus the standard library at {stdlib}")
-    return _run_ingest(config, None) or _run_filter(config, retrain_quality=False) or _run_dedup(config)
+    return (
+        _run_ingest(config, None)
+        or _run_filter(config, retrain_quality=False)
+        or _run_dedup(config)
+        or _run_tokenize(config)
+        or _run_mds(config, None)
+    )
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -109,6 +133,38 @@ def _run_dedup(config: PipelineConfig) -> int:
     from pipelines.dedup.stage import run_dedup
 
     return _report(config, run_dedup(_spark(config), config))
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    return _run_tokenize(load_config(args.config))
+
+
+def _run_tokenize(config: PipelineConfig) -> int:
+    from pipelines.tokenize.stage import run_tokenize
+
+    return _report(config, run_tokenize(_spark(config), config))
+
+
+def _mds_write(args: argparse.Namespace) -> int:
+    return _run_mds(load_config(args.config), args.mix)
+
+
+def _run_mds(config: PipelineConfig, mix_path: str | None) -> int:
+    from pipelines.mds.mixes import load_mix
+    from pipelines.mds.stage import run_mds
+
+    path = mix_path or config.mds.mix
+    if not path:
+        raise ConfigError("mds.mix: no mix given (set it in the config or pass --mix)")
+    return _report(config, run_mds(_spark(config), config, load_mix(path), config.mds.output))
+
+
+def _mds_verify(args: argparse.Namespace) -> int:
+    from pipelines.mds.verify import verify
+
+    result = verify(args.directory)
+    print(result.format())
+    return 0 if result.ok else EXIT_NOT_RECONCILED
 
 
 def _run_ingest(config: PipelineConfig, sources: list[str] | None) -> int:

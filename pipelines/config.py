@@ -125,12 +125,37 @@ class DedupConfig:
     scheme: str = "affine32"  # datasketch's permutation scheme: affine32 (>= 2.0) or legacy (< 2.0)
     shingle_size: int = 5
     shingle_unit: str = "word"  # word or char
-    # Candidate pairs are kept when their estimated ("signature": share of equal signature values) or exact ("exact":
-    # Jaccard of the shingle-hash sets) similarity reaches the threshold; "none" keeps every LSH candidate.
-    verify: str = "signature"
-    false_positive_weight: float = 0.5
+    # "fast": vectorised 64-bit polynomial hashes (no Python call per shingle); "sha1": datasketch's default hash, for
+    # signatures that must equal an existing datasketch index's.
+    shingle_hash: str = "fast"
+    # Candidate pairs are kept when their exact ("exact": Jaccard of the shingle-hash sets) or estimated ("signature":
+    # share of equal signature values) similarity reaches the threshold; "none" keeps every LSH candidate.
+    verify: str = "exact"
+    # Weight of LSH false positives against false negatives when choosing bands x rows (datasketch's default is 0.5).
+    # Verification removes false positives, so the default leans toward recall; with verify: none, raise it.
+    false_positive_weight: float = 0.3
+    # "full": decide every kept document afresh; "incremental": only documents not yet in silver.dedup, against the
+    # stored signature index (falls back to full, saying why, when the index cannot be reused).
+    mode: str = "full"
     # Which document of a cluster is kept: first by these, then by the smallest doc_id.
     keep_order: tuple[str, ...] = ("quality_score desc", "n_chars desc")
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """cl100k_base tokenization of the documents the filter and dedup kept."""
+
+    # Documents longer than this (in characters) are encoded in pieces cut at safe boundaries (same tokens, bounded
+    # memory). Parallelism is Spark's: one task per core, each encoding its Arrow batches.
+    chunk_chars: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class MdsConfig:
+    """Where the curriculum mixture is defined and where its MDS shards go."""
+
+    mix: str | None = None  # path of a mixes/*.yaml file
+    output: str | None = None  # default: <lakehouse root>/mds (must be a path every Spark worker can write)
 
 
 @dataclass(frozen=True)
@@ -142,6 +167,8 @@ class PipelineConfig:
     ingest: IngestConfig
     filter: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    mds: MdsConfig = field(default_factory=MdsConfig)
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:
@@ -186,7 +213,7 @@ def load_config(path: str | os.PathLike[str], variables: Mapping[str, str] | Non
 
 def parse_config(raw: Any) -> PipelineConfig:
     """Validates an already-parsed mapping (what tests and notebooks build in code)."""
-    top = _Section(raw, "config")
+    top = Section(raw, "config")
     lakehouse = _parse_lakehouse(top.section("lakehouse"))
     config = PipelineConfig(
         lakehouse=lakehouse,
@@ -196,6 +223,8 @@ def parse_config(raw: Any) -> PipelineConfig:
         ingest=_parse_ingest(top.section("ingest")),
         filter=_parse_filter(top.section("filter")),
         dedup=_parse_dedup(top.section("dedup")),
+        tokenize=_parse_tokenize(top.section("tokenize")),
+        mds=_parse_mds(top.section("mds"), lakehouse),
     )
     top.reject_unknown()
     names = {source.name for source in config.sources}
@@ -206,7 +235,7 @@ def parse_config(raw: Any) -> PipelineConfig:
     return config
 
 
-def _parse_lakehouse(section: _Section) -> LakehouseConfig:
+def _parse_lakehouse(section: Section) -> LakehouseConfig:
     root = section.take("root", str, default="./lakehouse")
     catalog = section.take("catalog", str)
     schema = section.take("schema", str)
@@ -222,7 +251,7 @@ def _parse_lakehouse(section: _Section) -> LakehouseConfig:
     return LakehouseConfig(root=_absolute(root), catalog=catalog, schema=schema)
 
 
-def _parse_spark(section: _Section) -> SparkConfig:
+def _parse_spark(section: Section) -> SparkConfig:
     spark = SparkConfig(
         master=section.take("master", str, default="local[*]"),
         driver_memory=section.take("driver_memory", str, default="4g"),
@@ -236,7 +265,7 @@ def _parse_spark(section: _Section) -> SparkConfig:
     return spark
 
 
-def _parse_mlflow(section: _Section, lakehouse: LakehouseConfig) -> MlflowConfig:
+def _parse_mlflow(section: Section, lakehouse: LakehouseConfig) -> MlflowConfig:
     default_uri = "sqlite:///" + os.path.join(lakehouse.root, "mlflow.db")
     mlflow = MlflowConfig(
         tracking_uri=section.take("tracking_uri", str, default=default_uri),
@@ -259,7 +288,7 @@ def _parse_sources(items: list[Any], parent: str) -> tuple[SourceConfig, ...]:
         raise ConfigError(f"{parent}.sources: at least one source is required")
     sources = []
     for index, item in enumerate(items):
-        section = _Section(item, f"sources[{index}]")
+        section = Section(item, f"sources[{index}]")
         name = section.take("name", str, required=True)
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
             raise ConfigError(f"{section.path}.name: {name!r} may hold only letters, digits, '_', '-' and '.'")
@@ -297,7 +326,7 @@ def _parse_sources(items: list[Any], parent: str) -> tuple[SourceConfig, ...]:
     return tuple(sources)
 
 
-def _parse_ingest(section: _Section) -> IngestConfig:
+def _parse_ingest(section: Section) -> IngestConfig:
     ingest = IngestConfig(
         split_bytes=section.take("split_bytes", int, default=IngestConfig.split_bytes, minimum=1024),
         max_inflation_ratio=section.take(
@@ -312,7 +341,7 @@ def _parse_ingest(section: _Section) -> IngestConfig:
     return ingest
 
 
-def _parse_filter(section: _Section) -> FilterConfig:
+def _parse_filter(section: Section) -> FilterConfig:
     try:
         rules = resolve_rules(section.take("rules", list, default=[]))
     except RuleError as error:
@@ -345,7 +374,7 @@ def _parse_filter(section: _Section) -> FilterConfig:
     )
 
 
-def _parse_dedup(section: _Section) -> DedupConfig:
+def _parse_dedup(section: Section) -> DedupConfig:
     defaults = DedupConfig()
     dedup = DedupConfig(
         threshold=float(section.take("threshold", (int, float), default=defaults.threshold)),
@@ -354,6 +383,8 @@ def _parse_dedup(section: _Section) -> DedupConfig:
         scheme=section.take("scheme", str, default=defaults.scheme, choices=("affine32", "legacy")),
         shingle_size=section.take("shingle_size", int, default=defaults.shingle_size, minimum=1),
         shingle_unit=section.take("shingle_unit", str, default=defaults.shingle_unit, choices=("word", "char")),
+        shingle_hash=section.take("shingle_hash", str, default=defaults.shingle_hash, choices=("fast", "sha1")),
+        mode=section.take("mode", str, default=defaults.mode, choices=("full", "incremental")),
         verify=section.take("verify", str, default=defaults.verify, choices=("signature", "exact", "none")),
         false_positive_weight=float(
             section.take("false_positive_weight", (int, float), default=defaults.false_positive_weight)
@@ -374,6 +405,22 @@ def _parse_dedup(section: _Section) -> DedupConfig:
     return dedup
 
 
+def _parse_tokenize(section: Section) -> TokenizeConfig:
+    defaults = TokenizeConfig()
+    tokenize = TokenizeConfig(
+        chunk_chars=section.take("chunk_chars", int, default=defaults.chunk_chars, minimum=1024),
+    )
+    section.reject_unknown()
+    return tokenize
+
+
+def _parse_mds(section: Section, lakehouse: LakehouseConfig) -> MdsConfig:
+    mix = section.take("mix", str)
+    output = section.take("output", str, default=os.path.join(lakehouse.root, "mds"))
+    section.reject_unknown()
+    return MdsConfig(mix=_absolute(mix) if mix else None, output=_absolute(output))
+
+
 def _absolute(path: str) -> str:
     """Local paths become absolute; URIs (dbfs:/, s3://, ...) are kept as they are."""
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", path):
@@ -384,7 +431,7 @@ def _absolute(path: str) -> str:
 _NO_DEFAULT = object()
 
 
-class _Section:
+class Section:
     """A mapping being validated: `take` pops a key with its type checked; `reject_unknown` flags what is left."""
 
     def __init__(self, raw: Any, path: str) -> None:
@@ -396,8 +443,8 @@ class _Section:
         self.known: list[str] = []
         self.path = path
 
-    def section(self, key: str) -> _Section:
-        return _Section(self.take(key, dict, default={}), key if self.path == "config" else f"{self.path}.{key}")
+    def section(self, key: str) -> Section:
+        return Section(self.take(key, dict, default={}), key if self.path == "config" else f"{self.path}.{key}")
 
     def take(
         self,

@@ -61,6 +61,10 @@ class Table:
         writer = frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
         writer.saveAsTable(self.full_name) if self.full_name else writer.save(self.path)
 
+    def append(self, frame: DataFrame) -> None:
+        writer = frame.write.format("delta").mode("append")
+        writer.saveAsTable(self.full_name) if self.full_name else writer.save(self.path)
+
     def drop(self) -> None:
         if self.full_name:
             self.spark.sql(f"DROP TABLE IF EXISTS {self.full_name}")

@@ -80,3 +80,39 @@ SILVER_DEDUP = StructType(
         _field("keep", BooleanType(), False, "the one document kept per cluster"),
     ]
 )
+
+SILVER_DEDUP_SIGNATURES = StructType(
+    [
+        _field("doc_id", StringType(), False, "silver doc_id, one row per row of silver.dedup"),
+        _field("signature", ArrayType(LongType()), False, "MinHash values (32-bit, stored as long)"),
+        _field("band_keys", ArrayType(LongType()), False, "64-bit LSH key of each band; empty without shingles"),
+        _field("n_shingles", LongType(), False, "shingle positions of the document"),
+        _field("short", BooleanType(), False, "fewer tokens than one shingle: its whole text is its one shingle"),
+        _field("shingle_hashes", ArrayType(IntegerType()), False, "distinct 32-bit shingle hashes (verify: exact)"),
+        _field("params", StringType(), False, "the settings the row was computed with; incremental runs need equal"),
+    ]
+)
+
+GOLD_TOKENS = StructType(
+    [
+        _field("doc_id", StringType(), False, "silver doc_id of a document kept by the filter and by dedup"),
+        _field("source", StringType(), False, "configured source name"),
+        _field("kind", StringType(), False, "text or code"),
+        _field("lang", StringType(), True, "prose: lid.176 label; code: its language"),
+        _field("tokens", ArrayType(IntegerType()), False, "cl100k_base ids (encode_ordinary: specials stay text)"),
+        _field("n_tokens", LongType(), False, "length of tokens"),
+        _field("n_bytes", LongType(), False, "UTF-8 bytes of the text that was encoded"),
+    ]
+)
+
+GOLD_TOKEN_STATS = StructType(
+    [
+        _field("source", StringType(), False, "configured source name"),
+        _field("kind", StringType(), False, "text or code"),
+        _field("lang", StringType(), True, "language"),
+        _field("documents", LongType(), False, "documents in gold.tokens"),
+        _field("tokens", LongType(), False, "their tokens"),
+        _field("bytes", LongType(), False, "their UTF-8 bytes"),
+        _field("bytes_per_token", DoubleType(), True, "bytes / tokens: how well cl100k compresses this slice"),
+    ]
+)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -49,3 +50,18 @@ def metric_name(*parts: str) -> str:
     """MLflow metric names allow letters, digits, and _ - . / space; anything else becomes '_'."""
     joined = ".".join(parts)
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in joined)
+
+
+class StepTimer:
+    """Wall-clock seconds per named step, reported with the run so slow steps are visible."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started

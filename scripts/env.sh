@@ -59,6 +59,26 @@ _ensure_delta_jars() {
   export DATAPREP_DELTA_JARS="$dir"
 }
 
+# The PyTorch environment (requirements/torch/): torch for the trainer, and the test-only references that pin older
+# stacks (mosaicml-streaming, transformers 4.57). Large (~5 GB with torch's CUDA wheels), so separate and only built
+# for what needs it (scripts/test.sh); this project is put on its path with a .pth file, no install.
+ensure_torch_env() {
+  local py_version key venv
+  py_version="$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+  key="$(sha256sum "$DATAPREP_REPO/requirements/torch/requirements.txt" | cut -c1-12)"
+  venv="$DATAPREP_CACHE/torch-py$py_version-$key"
+  if [ ! -f "$venv/.complete" ]; then
+    echo "[env] creating $venv (first run only; several minutes, ~5 GB)" >&2
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv" || return 1
+    "$venv/bin/python" -m pip install --quiet --upgrade pip || return 1
+    "$venv/bin/python" -m pip install --quiet -r "$DATAPREP_REPO/requirements/torch/requirements.txt" || return 1
+    touch "$venv/.complete"
+  fi
+  "$venv/bin/python" -c 'import site, sys; open(site.getsitepackages()[0] + "/dataprep.pth", "w").write(sys.argv[1] + "\n")' "$DATAPREP_REPO"
+  export DATAPREP_TORCH_PYTHON="$venv/bin/python"
+}
+
 _ensure_venv || { echo "[env] installing the Python environment failed (see above)" >&2; return 1 2>/dev/null || exit 1; }
 _ensure_delta_jars || { echo "[env] fetching the Delta JARs failed (see above)" >&2; return 1 2>/dev/null || exit 1; }
 export PATH="$DATAPREP_VENV/bin:$PATH"

@@ -1,6 +1,7 @@
 """The command line, the spark-submit entry point and the demo: thin shells over the same stage functions."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -94,9 +95,29 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, 
     count, version = documents.read().count(), documents.version()
     assert count > 2000
     assert "python_stdlib" in first and "quarantined binary" in first
+    tokens = Lakehouse(spark, config.lakehouse).table("gold.tokens")
+    tokens_version = tokens.version()
+    assert tokens.read().count() > 1000
+    stages = [os.path.join(config.mds.output, "demo", stage) for stage in ("broad", "anneal")]
+    for stage in stages:
+        assert main(["mds", "verify", stage]) == 0
+    assert "stage broad [written]" in first and "stage anneal [written]" in first and "SHORT" not in first
+    with open(os.path.join(stages[0], "manifest.json")) as handle:
+        prose = {c["name"]: c for c in json.load(handle)["components"]}["prose"]
+    assert prose["realised"] == prose["requested"] and prose["full_epochs"] >= 1  # scarce prose, upsampled
+
     assert main(["demo", "--lakehouse", lakehouse]) == 0
+    second = capsys.readouterr().out
     assert (documents.read().count(), documents.version()) == (count, version)
-    assert "(0 rows written)" in capsys.readouterr().out
+    assert "(0 rows written)" in second and tokens.version() == tokens_version
+    assert "stage broad [up to date]" in second and "stage anneal [up to date]" in second
+
+    shard = sorted(name for name in os.listdir(stages[0]) if name.startswith("shard."))[0]
+    with open(os.path.join(stages[0], shard), "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"corrupted")
+    assert main(["mds", "verify", stages[0]]) == 3
+    assert "digest differs" in capsys.readouterr().out
 
 
 def test_unity_catalog_tables_are_named_catalog_schema_layer_name():

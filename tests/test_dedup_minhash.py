@@ -10,30 +10,61 @@ from datasketch.lsh import _optimal_param
 from pipelines.dedup.lsh import band_keys, optimal_bands
 from pipelines.dedup.minhash import MinHasher, Shingling
 
+WORDS = ["alpha", "beta", "gamma", "delta", "über", "naïve", "数据", "x", "42", "ünïcödé", "end"]
 
-def random_shingle_sets(count: int, seed: int = 3) -> list[list[bytes]]:
+
+def random_documents(count: int, seed: int = 3) -> list[str]:
+    """Empty, one-word, shorter-than-a-shingle, ordinary and block-sized documents, with punctuation and non-ASCII."""
     rng = random.Random(seed)
-    sets = []
-    for _ in range(count):
-        size = rng.choice([0, 1, 2, 7, 50, 300])
-        sets.append([f"shingle {rng.randrange(10_000)} {i}".encode() for i in range(size)])
-    return sets
+    sizes = [0, 1, 3, 7, 50, 300, 9_000]
+    return [
+        " ".join(rng.choice(WORDS) + rng.choice(["", ",", ".", " -"]) for _ in range(rng.choice(sizes)))
+        for _ in range(count)
+    ]
 
 
+def datasketch_signature(shingling: Shingling, text: str, **minhash_args) -> np.ndarray:
+    hashfunc = {} if shingling.hash == "sha1" else {"hashfunc": shingling.fast_hash}
+    reference = MinHash(**minhash_args, **hashfunc)
+    reference.update_batch(shingling.shingles(text)[0])
+    return reference.hashvalues.astype(np.uint64)
+
+
+@pytest.mark.parametrize("shingle_hash", ["fast", "sha1"])
+@pytest.mark.parametrize("unit", ["word", "char"])
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
-@pytest.mark.parametrize("num_perm, seed", [(128, 1), (64, 42), (256, 7)])
-def test_signatures_equal_datasketch_bit_for_bit(scheme, num_perm, seed):
-    sets = random_shingle_sets(40, seed)
-    ours = MinHasher(num_perm=num_perm, seed=seed, scheme=scheme).signatures(sets)
-    for row, shingles in zip(ours, sets, strict=True):
-        reference = MinHash(num_perm=num_perm, seed=seed, scheme=scheme)
-        reference.update_batch(shingles)
-        assert np.array_equal(row.astype(np.uint64), reference.hashvalues.astype(np.uint64))
+@pytest.mark.parametrize("num_perm, seed", [(128, 1), (64, 42)])
+def test_signatures_equal_datasketch_bit_for_bit(shingle_hash, unit, scheme, num_perm, seed):
+    shingling = Shingling(size=5 if unit == "word" else 9, unit=unit, hash=shingle_hash)
+    texts = random_documents(30, seed)
+    ours = MinHasher(num_perm=num_perm, seed=seed, scheme=scheme).signatures(shingling.hash_batch(texts))
+    for row, text in zip(ours, texts, strict=True):
+        expected = datasketch_signature(shingling, text, num_perm=num_perm, seed=seed, scheme=scheme)
+        assert np.array_equal(row.astype(np.uint64), expected)
 
 
-def test_unknown_scheme_is_rejected():
+def test_signatures_do_not_depend_on_the_batch_a_document_is_in():
+    shingling, hasher = Shingling(), MinHasher(num_perm=32)
+    texts = random_documents(40, seed=11) + ["giant" * 400_000 + " tail words of the document"]
+    together = hasher.signatures(shingling.hash_batch(texts))
+    alone = np.concatenate([hasher.signatures(shingling.hash_batch([text])) for text in texts])
+    assert np.array_equal(together, alone)
+
+
+def test_fast_shingle_hash_keeps_order_and_spreads_values():
+    shingling = Shingling(size=3)
+    assert shingling.fast_hash(b"a b c") != shingling.fast_hash(b"b a c")
+    assert shingling.fast_hash(b"ab c d") != shingling.fast_hash(b"a bc d")
+    shingles = [f"w{i} w{i * 7} w{i % 13}".encode() for i in range(50_000)]
+    values = [shingling.fast_hash(s) for s in shingles]
+    assert max(values) < 2**32 and len(set(values)) >= len(values) - 3  # 50k in 2^32: ~0.3 collisions expected
+
+
+def test_unknown_scheme_hash_or_unit_is_rejected():
     with pytest.raises(ValueError, match="scheme must be one of"):
         MinHasher(scheme="affine64")
+    with pytest.raises(ValueError, match="hash in"):
+        Shingling(hash="md5")
 
 
 def test_word_shingles_of_normal_short_and_empty_documents():
@@ -55,8 +86,7 @@ def test_band_choice_matches_datasketch(threshold, num_perm):
 
 
 def test_band_keys_match_exactly_when_a_band_matches():
-    hasher = MinHasher(num_perm=16)
-    a = hasher.signatures([[b"x", b"y", b"z"]])[0]
+    a = MinHasher(num_perm=16).signatures(Shingling(size=1).hash_batch(["x y z"]))[0]
     b = a.copy()
     b[4:8] += 1  # band 1 of 4 differs
     keys = band_keys(np.stack([a, b, a]), bands=4, rows=4)
@@ -71,5 +101,5 @@ def test_similar_documents_agree_on_most_signature_values():
     text = " ".join(f"word{i}" for i in range(400))
     edited = text.replace("word200", "changed")
     shingling, hasher = Shingling(), MinHasher(num_perm=256)
-    a, b = hasher.signatures([shingling.shingles(text)[0], shingling.shingles(edited)[0]])
+    a, b = hasher.signatures(shingling.hash_batch([text, edited]))
     assert (a == b).mean() > 0.9

@@ -66,7 +66,7 @@ def test_identical_and_near_identical_documents_cluster_and_the_best_is_kept(spa
     assert rows["d"].cluster_id == "d" and rows["d"].keep and rows["d"].cluster_size == 1
     assert rows["e"].cluster_id == "e" and rows["e"].keep
     assert (summary.documents, summary.kept, summary.removed, summary.clusters) == (5, 3, 2, 1)
-    assert summary.reconciles and (summary.bands, summary.rows) == (9, 13)
+    assert summary.reconciles and (summary.bands, summary.rows) == (11, 11)  # 0.8, 128 perms, weight 0.3
 
 
 def test_empty_and_one_word_documents_are_kept_as_their_own_clusters(spark, config):
@@ -107,3 +107,64 @@ def test_results_do_not_depend_on_partitioning(spark, config):
         spark.conf.set("spark.sql.shuffle.partitions", previous)
     assert {d: (r.cluster_id, r.cluster_size, r.keep) for d, r in dedup_rows(spark, config).items()} == first
     assert len({c for c, _, _ in first.values()}) < 60
+
+
+def incremental_config(tmp_path, **dedup):
+    return make_config(
+        str(tmp_path),
+        [{"name": "s", "format": "text", "paths": [str(tmp_path)]}],
+        dedup={"mode": "incremental", **dedup},
+    )
+
+
+def test_incremental_run_decides_only_the_new_documents_against_the_stored_index(spark, tmp_path):
+    config = incremental_config(tmp_path)
+    lakehouse = Lakehouse(spark, config.lakehouse)
+    old = [("a", article(1), 0.5), ("b", article(2), 0.5), ("c", edited(article(1), 3), 0.1)]
+    write_silver(spark, config, old)
+    first = run_dedup(spark, config)
+    assert (first.mode, first.reason) == ("full", "no previous dedup result or signature index")
+    before = dedup_rows(spark, config)
+    assert before["a"].cluster_id == before["c"].cluster_id == "a" and before["a"].keep
+
+    new = [
+        ("0d", article(1), 0.99),  # copy of an old document, better quality and a smaller id: still removed
+        ("e", article(3), 0.4),
+        ("f", edited(article(3), 2), 0.8),  # near-duplicate of another new document
+        ("g", "", 0.5),
+    ]
+    write_silver(spark, config, old + new)
+    second = run_dedup(spark, config)
+    assert second.mode == "incremental" and second.reconciles, second.format()
+    assert (second.documents, second.kept, second.removed) == (4, 2, 2)
+    after = dedup_rows(spark, config)
+    assert (after["0d"].cluster_id, after["0d"].keep, after["0d"].cluster_size) == ("a", False, 3)
+    assert after["a"].cluster_size == after["c"].cluster_size == 3
+    assert {k: (r.cluster_id, r.keep) for k, r in after.items() if k in before} == {
+        k: (r.cluster_id, r.keep) for k, r in before.items()
+    }
+    assert after["e"].cluster_id == after["f"].cluster_id == "e" and after["f"].keep and not after["e"].keep
+    assert (after["g"].cluster_id, after["g"].keep, after["g"].cluster_size) == ("g", True, 1)
+    index = lakehouse.table("silver.dedup_signatures")
+    assert index.read().count() == 7
+
+    versions = (lakehouse.table("silver.dedup").version(), index.version())
+    rerun = run_dedup(spark, config)
+    assert (rerun.mode, rerun.documents) == ("incremental", 0) and rerun.reconciles
+    assert (lakehouse.table("silver.dedup").version(), index.version()) == versions
+
+
+def test_incremental_run_falls_back_to_full_when_the_index_cannot_be_reused(spark, tmp_path):
+    config = incremental_config(tmp_path)
+    rows = [("a", article(1), 0.5), ("b", article(1), 0.6), ("c", article(2), 0.5)]
+    write_silver(spark, config, rows)
+    run_dedup(spark, config)
+
+    smaller = incremental_config(tmp_path, num_perm=64)
+    changed = run_dedup(spark, smaller)
+    assert changed.mode == "full" and changed.reason.startswith("settings changed"), changed.format()
+
+    write_silver(spark, config, rows[1:])
+    shrunk = run_dedup(spark, smaller)
+    assert shrunk.mode == "full" and "1 deduplicated documents are no longer kept" in shrunk.reason
+    assert set(dedup_rows(spark, config)) == {"b", "c"} and shrunk.reconciles

@@ -1,17 +1,27 @@
-"""MinHash signatures of shingled documents, vectorised over a batch of documents.
+"""Shingle hashes and MinHash signatures, vectorised over a batch of documents.
 
-Bit-for-bit equal to `datasketch.MinHash` (same seed, same number of permutations, SHA-1 32-bit shingle hashes) in
-both of its permutation schemes:
-- "affine32" (datasketch >= 2.0 default): the shingle hash is pre-mixed with the MurmurHash3 finalizer, then
+Shingle hashes (32-bit), two ways:
+- "fast" (default): every token (word, or character) hashed once with a polynomial hash over its UTF-8 bytes, the
+  n tokens of a shingle combined with a second polynomial, both finished with the MurmurHash3 64-bit finalizer and
+  the top 32 bits kept. All of it is numpy over the whole batch: no Python call per shingle. `Shingling.fast_hash`
+  is the same function one shingle at a time (what datasketch is given as `hashfunc` to compare).
+- "sha1": datasketch's default, the first 4 bytes of SHA-1 of the shingle, little-endian; one Python call per
+  shingle, kept for signatures that must equal those of an existing datasketch index.
+
+Signatures are bit-for-bit equal to `datasketch.MinHash` (same seed, num_perm and shingle hash) in both of its
+permutation schemes:
+- "affine32" (datasketch >= 2.0 default): the shingle hash is pre-mixed with the MurmurHash3 32-bit finalizer, then
   h -> a*h + b mod 2^32 with odd a, a bijection, so permutations add no collisions;
 - "legacy" (datasketch < 2.0): h -> (a*h + b) mod (2^61 - 1), truncated to 32 bits.
-Where datasketch calls update_batch once per document, we hash every shingle of a batch of documents into one array
-and take per-document minima with one `np.minimum.reduceat`.
+Where datasketch calls update_batch once per document, we permute every shingle hash of a batch of documents in
+cache-sized blocks and take per-document minima with one `np.minimum.reduceat` per block.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -20,34 +30,185 @@ import numpy as np
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH_32 = np.uint64((1 << 32) - 1)
 SCHEMES = ("affine32", "legacy")
+SHINGLE_HASHES = ("fast", "sha1")
+UNITS = ("word", "char")
 _WORD = re.compile(r"\w+")
-_BLOCK_SHINGLES = 2048
+_BLOCK_SHINGLES = 8192
+_MASK64 = (1 << 64) - 1
+_BYTE_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2^64
+_BYTE_BASE_INVERSE = pow(_BYTE_BASE, -1, 1 << 64)
+_TOKEN_BASE = 0x9E3779B97F4A7C15
+
+
+@dataclass(frozen=True)
+class ShingleHashes:
+    """The shingle hashes of a batch of documents, flat: document i owns `counts[i]` consecutive values."""
+
+    hashes: np.ndarray  # uint64 holding 32-bit values
+    counts: np.ndarray  # int64, one per document
+    short: np.ndarray  # bool: the document had fewer tokens than one shingle
+
+    def per_document(self) -> list[np.ndarray]:
+        return np.split(self.hashes, np.cumsum(self.counts)[:-1]) if len(self.counts) else []
 
 
 @dataclass(frozen=True)
 class Shingling:
-    """Word n-grams (default 5) of the lower-cased normalised text, or character n-grams."""
+    """Word n-grams (default 5) of the lower-cased text, or character n-grams of its whitespace-collapsed form.
+
+    A document shorter than one shingle is not dropped: its whole token sequence is its single shingle, so two short
+    documents match only when they are identical. A document without tokens has no shingle.
+    """
 
     size: int = 5
-    unit: str = "word"  # "word" or "char"
+    unit: str = "word"
+    hash: str = "fast"
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS or self.hash not in SHINGLE_HASHES or self.size < 1:
+            raise ValueError(f"unit must be in {UNITS}, hash in {SHINGLE_HASHES}, size >= 1; got {self}")
+
+    def tokens(self, text: str) -> list[str]:
+        if self.unit == "char":
+            # NUL is the token separator of the fast hash, so it is whitespace here.
+            return list(" ".join(text.replace("\x00", " ").lower().split()))
+        return _WORD.findall(text.lower())
 
     def shingles(self, text: str) -> tuple[list[bytes], bool]:
-        """(shingles as UTF-8 bytes, whether the document was shorter than one shingle).
-
-        A short document is not dropped: its whole text (its words joined) is its single shingle, so two short
-        documents match only when they are identical.
-        """
-        if self.unit == "char":
-            units = " ".join(text.lower().split())
-            if len(units) < self.size:
-                return ([units.encode("utf-8")] if units else []), True
-            grams = {units[i : i + self.size] for i in range(len(units) - self.size + 1)}
-            return [gram.encode("utf-8") for gram in grams], False
-        words = _WORD.findall(text.lower())
-        if len(words) < self.size:
-            return ([" ".join(words).encode("utf-8")] if words else []), True
-        grams = {" ".join(words[i : i + self.size]) for i in range(len(words) - self.size + 1)}
+        """(the distinct shingles as UTF-8 bytes, whether the document was shorter than one shingle)."""
+        tokens = self.tokens(text)
+        joiner = "" if self.unit == "char" else " "
+        if len(tokens) < self.size:
+            return ([joiner.join(tokens).encode("utf-8")] if tokens else []), True
+        grams = {joiner.join(tokens[i : i + self.size]) for i in range(len(tokens) - self.size + 1)}
         return [gram.encode("utf-8") for gram in grams], False
+
+    def hash_batch(self, texts: list[str]) -> ShingleHashes:
+        """Every shingle hash of every document (duplicates within a document are harmless to MinHash)."""
+        if self.hash == "sha1":
+            shingled = [self.shingles(text) for text in texts]
+            return ShingleHashes(
+                hashes=sha1_hashes([s for shingles, _ in shingled for s in shingles]),
+                counts=np.fromiter((len(s) for s, _ in shingled), dtype=np.int64, count=len(texts)),
+                short=np.fromiter((short for _, short in shingled), dtype=bool, count=len(texts)),
+            )
+        return _fast_batch([self.tokens(text) for text in texts], self.size)
+
+    def fast_hash(self, shingle: bytes) -> int:
+        """The fast hash of one shingle as `shingles()` spells it (for datasketch's `hashfunc`, and for tests)."""
+        text = shingle.decode("utf-8")
+        return _fast_sequence_hash(list(text) if self.unit == "char" else text.split(" "))
+
+
+def sha1_hashes(shingles: list[bytes]) -> np.ndarray:
+    """datasketch's sha1_hash32: the first 4 bytes of SHA-1, little-endian."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.sha1(s).digest()[:4], "little") for s in shingles),
+        dtype=np.uint64,
+        count=len(shingles),
+    )
+
+
+def _fmix64(values: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        values = values ^ (values >> np.uint64(33))
+        values = values * np.uint64(0xFF51AFD7ED558CCD)
+        values = values ^ (values >> np.uint64(33))
+        values = values * np.uint64(0xC4CEB9FE1A85EC53)
+        return values ^ (values >> np.uint64(33))
+
+
+def _fmix64_int(value: int) -> int:
+    value ^= value >> 33
+    value = (value * 0xFF51AFD7ED558CCD) & _MASK64
+    value ^= value >> 33
+    value = (value * 0xC4CEB9FE1A85EC53) & _MASK64
+    return value ^ (value >> 33)
+
+
+def _fast_sequence_hash(tokens: list[str]) -> int:
+    """Reference (one shingle, pure Python) of what `_fast_batch` computes for a whole batch."""
+    combined = 0
+    for position, token in enumerate(tokens):
+        polynomial = sum(byte * pow(_BYTE_BASE, i, 1 << 64) for i, byte in enumerate(token.encode("utf-8")))
+        combined += _fmix64_int(polynomial & _MASK64) * pow(_TOKEN_BASE, position, 1 << 64)
+    return _fmix64_int(combined & _MASK64) >> 32
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    """base^0 .. base^(count-1) modulo 2^64 (numpy's uint64 arithmetic wraps)."""
+    powers = np.full(count, base, dtype=np.uint64)
+    if count:
+        powers[0] = 1
+    return np.cumprod(powers, dtype=np.uint64)
+
+
+class _TokenHasher:
+    """fmix64 of each token's polynomial hash sum(byte_i * B^i) modulo 2^64, for all tokens at once.
+
+    With prefix sums S over a buffer of NUL-separated tokens, the polynomial of the bytes [s, e) is
+    (S[e] - S[s]) * B^-s: a few vectorised passes instead of a loop per token. Tokens go in chunks of about `CHUNK`
+    characters so that the tables of powers are computed once (grown only for a giant token) and memory stays bounded.
+    """
+
+    CHUNK = 1 << 18
+
+    def __init__(self) -> None:
+        self._grow(4 * self.CHUNK)
+
+    def _grow(self, size: int) -> None:
+        self.powers = _powers(_BYTE_BASE, size + 1)
+        self.inverse_powers = _powers(_BYTE_BASE_INVERSE, size + 1)
+
+    def __call__(self, tokens: list[str]) -> np.ndarray:
+        if not tokens:
+            return np.zeros(0, dtype=np.uint64)
+        characters = np.cumsum(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)) + 1)
+        cuts = np.searchsorted(characters, np.arange(self.CHUNK, int(characters[-1]), self.CHUNK), side="right")
+        bounds = [0, *np.unique(cuts).tolist(), len(tokens)]
+        return np.concatenate([self._chunk(tokens[a:b]) for a, b in itertools.pairwise(bounds) if b > a])
+
+    def _chunk(self, tokens: list[str]) -> np.ndarray:
+        buffer = np.frombuffer("\x00".join(tokens).encode("utf-8"), dtype=np.uint8)
+        if len(buffer) > len(self.powers) - 1:
+            self._grow(len(buffer))
+        separators = np.flatnonzero(buffer == 0)
+        starts = np.concatenate(([0], separators + 1))
+        ends = np.concatenate((separators, [len(buffer)]))
+        with np.errstate(over="ignore"):
+            prefix = np.zeros(len(buffer) + 1, dtype=np.uint64)
+            np.cumsum(buffer * self.powers[: len(buffer)], out=prefix[1:])
+            polynomial = (prefix[ends] - prefix[starts]) * self.inverse_powers[starts]
+        return _fmix64(polynomial)
+
+
+def _fast_batch(token_lists: list[list[str]], size: int) -> ShingleHashes:
+    token_counts = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+    tokens = _token_hashes()(list(itertools.chain.from_iterable(token_lists)))
+    short = token_counts < size
+    # A shingle is the `size` tokens from position j on; j is valid when they all belong to one document.
+    document_of_token = np.repeat(np.arange(len(token_lists)), token_counts)
+    position = np.arange(len(tokens)) - np.repeat(np.cumsum(token_counts) - token_counts, token_counts)
+    windows = max(len(tokens) - size + 1, 0)
+    combined = np.zeros(windows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k, weight in enumerate(_powers(_TOKEN_BASE, size)):
+            combined += tokens[k : k + windows] * weight
+    valid = position[:windows] + size <= token_counts[document_of_token[:windows]]
+    hashes, owners = _fmix64(combined[valid]) >> np.uint64(32), document_of_token[:windows][valid]
+    counts = np.maximum(token_counts - size + 1, 0)
+    partial = np.flatnonzero(short & (token_counts > 0))
+    if len(partial):  # rare: documents with 1..size-1 tokens hash their whole sequence as one shingle
+        extra = np.fromiter((_fast_sequence_hash(token_lists[i]) for i in partial), dtype=np.uint64)
+        order = np.argsort(np.concatenate((owners, partial)), kind="stable")
+        hashes = np.concatenate((hashes, extra))[order]
+        counts[partial] = 1
+    return ShingleHashes(hashes=hashes, counts=counts, short=short)
+
+
+@functools.cache
+def _token_hashes() -> _TokenHasher:
+    return _TokenHasher()
 
 
 class MinHasher:
@@ -75,38 +236,36 @@ class MinHasher:
             self.empty = np.uint32((1 << 32) - 1)
             self.dtype = np.uint32
 
-    def signatures(self, shingle_sets: list[list[bytes]]) -> np.ndarray:
+    def signatures(self, shingles: ShingleHashes) -> np.ndarray:
         """One row per document; a document without shingles gets the empty signature (all maximal)."""
-        out = np.full((len(shingle_sets), self.num_perm), self.empty, dtype=self.dtype)
-        counts = np.fromiter(map(len, shingle_sets), dtype=np.int64, count=len(shingle_sets))
+        counts = shingles.counts
+        out = np.full((self.num_perm, len(counts)), self.empty, dtype=self.dtype)
         if not counts.sum():
-            return out
-        hashes = self.shingle_hashes([s for shingles in shingle_sets for s in shingles])
-        mixed = self._premix(hashes)
+            return out.T.copy()
+        mixed = self._premix(shingles.hashes)
         ends = np.cumsum(counts)
-        # Blocks of documents whose (shingles x num_perm) matrix stays small enough for the CPU cache.
+        # Blocks of documents whose (num_perm x shingles) matrix stays small enough for the CPU cache, permuted in
+        # place and reduced along the contiguous axis; a document larger than a block is reduced piece by piece.
+        scratch = np.empty((self.num_perm, _BLOCK_SHINGLES), dtype=self.dtype)
         start_document, start_shingle = 0, 0
-        while start_document < len(shingle_sets):
+        while start_document < len(counts):
             end_document = int(np.searchsorted(ends, start_shingle + _BLOCK_SHINGLES, side="right"))
-            end_document = max(end_document, start_document + 1)
+            if end_document == start_document:  # one document with more shingles than a block
+                for piece in range(start_shingle, int(ends[start_document]), _BLOCK_SHINGLES):
+                    hashes = mixed[piece : min(piece + _BLOCK_SHINGLES, int(ends[start_document]))]
+                    permuted = self._permute(hashes, scratch[:, : len(hashes)])
+                    np.minimum(out[:, start_document], permuted.min(axis=1), out=out[:, start_document])
+                start_document, start_shingle = start_document + 1, int(ends[start_document])
+                continue
             end_shingle = int(ends[end_document - 1])
             block_counts = counts[start_document:end_document]
             present = block_counts > 0
             if present.any():
-                permuted = self._permute(mixed[start_shingle:end_shingle])  # (shingles, num_perm)
+                permuted = self._permute(mixed[start_shingle:end_shingle], scratch[:, : end_shingle - start_shingle])
                 starts = (np.concatenate(([0], np.cumsum(block_counts)[:-1])))[present]
-                out[start_document:end_document][present] = np.minimum.reduceat(permuted, starts, axis=0)
+                out[:, start_document:end_document][:, present] = np.minimum.reduceat(permuted, starts, axis=1)
             start_document, start_shingle = end_document, end_shingle
-        return out
-
-    @staticmethod
-    def shingle_hashes(shingles: list[bytes]) -> np.ndarray:
-        """datasketch's sha1_hash32: the first 4 bytes of SHA-1, little-endian."""
-        return np.fromiter(
-            (int.from_bytes(hashlib.sha1(s).digest()[:4], "little") for s in shingles),
-            dtype=np.uint64,
-            count=len(shingles),
-        )
+        return out.T.copy()
 
     def _premix(self, hashes: np.ndarray) -> np.ndarray:
         """affine32 first passes each 32-bit hash through the MurmurHash3 finalizer; legacy uses it as it is."""
@@ -120,9 +279,12 @@ class MinHasher:
             mixed = mixed * np.uint32(0xC2B2AE35)
             return mixed ^ (mixed >> np.uint32(16))
 
-    def _permute(self, mixed: np.ndarray) -> np.ndarray:
+    def _permute(self, mixed: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """(num_perm, shingles): every permutation of every shingle hash, written into `out`."""
         with np.errstate(over="ignore"):
-            column = mixed.reshape(-1, 1)
+            np.multiply(self.a.reshape(-1, 1), mixed, out=out)
+            np.add(out, self.b.reshape(-1, 1), out=out)
             if self.scheme == "legacy":
-                return np.bitwise_and((column * self.a + self.b) % MERSENNE_PRIME, MAX_HASH_32)
-            return column * self.a + self.b
+                np.remainder(out, MERSENNE_PRIME, out=out)
+                np.bitwise_and(out, MAX_HASH_32, out=out)
+        return out

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 
 from pipelines.dedup.lsh import band_keys
 from pipelines.dedup.minhash import MinHasher, Shingling
 
-SIGNATURE_SCHEMA = pa.schema(
+SIGNATURE_SCHEMA = pa.schema(  # silver.dedup_signatures without params
     [
         ("doc_id", pa.string()),
         ("signature", pa.list_(pa.int64())),
         ("band_keys", pa.list_(pa.int64())),
         ("n_shingles", pa.int64()),
         ("short", pa.bool_()),
-        ("shingle_hashes", pa.list_(pa.int64())),
+        ("shingle_hashes", pa.list_(pa.int32())),  # 32-bit values stored two's-complement
     ]
 )
 
@@ -29,29 +30,38 @@ def signature_partition(
     rows: int,
     keep_shingle_hashes: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """mapInArrow function over (doc_id, text): signatures and their band keys, and (for exact verification) the
-    sorted 32-bit hashes of each document's shingles.
+    """mapInArrow function over (doc_id, text): signatures and their band keys, shingle counts (positions, not
+    distinct shingles) and, for exact verification, the sorted distinct 32-bit hashes of each document's shingles.
 
     A document without any word has no shingle and an empty band list: it can match nothing, and stays a cluster of
     its own (it is never dropped silently).
     """
     for batch in batches:
-        texts = batch.column("text").to_pylist()
-        shingled = [shingling.shingles(text) for text in texts]
-        signatures = hasher.signatures([shingles for shingles, _ in shingled])
+        shingles = shingling.hash_batch(batch.column("text").to_pylist())
+        signatures = hasher.signatures(shingles)
         keys = band_keys(signatures, bands, rows)
-        has_shingles = [bool(shingles) for shingles, _ in shingled]
-        yield pa.RecordBatch.from_pydict(
-            {
-                "doc_id": batch.column("doc_id").to_pylist(),
-                "signature": signatures.astype("int64").tolist(),
-                "band_keys": [k.tolist() if present else [] for k, present in zip(keys, has_shingles, strict=True)],
-                "n_shingles": [len(shingles) for shingles, _ in shingled],
-                "short": [short for _, short in shingled],
-                "shingle_hashes": [
-                    sorted(set(hasher.shingle_hashes(shingles).tolist())) if keep_shingle_hashes else []
-                    for shingles, _ in shingled
-                ],
-            },
+        has_shingles = shingles.counts > 0
+        if keep_shingle_hashes:
+            distinct = [np.unique(hashes) for hashes in shingles.per_document()]
+            hash_counts = np.fromiter(map(len, distinct), dtype=np.int64, count=len(distinct))
+            hash_values = np.concatenate(distinct) if distinct else np.zeros(0, dtype=np.uint64)
+        else:
+            hash_counts, hash_values = np.zeros(batch.num_rows, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+        yield pa.RecordBatch.from_arrays(
+            [
+                batch.column("doc_id"),
+                _lists(signatures.astype(np.int64).ravel(), np.full(batch.num_rows, hasher.num_perm)),
+                _lists(keys[has_shingles].ravel(), np.where(has_shingles, bands, 0)),
+                pa.array(shingles.counts, pa.int64()),
+                pa.array(shingles.short, pa.bool_()),
+                _lists(hash_values.astype(np.uint32).view(np.int32), hash_counts),
+            ],
             schema=SIGNATURE_SCHEMA,
         )
+
+
+def _lists(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
+    """Arrow lists straight from a flat numpy array and per-row lengths (no Python list per row)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))

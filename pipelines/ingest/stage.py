@@ -9,11 +9,10 @@ Every record read is accounted for, per source: read = new + updated + unchanged
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -28,7 +27,7 @@ from pipelines.ingest.planning import SourcePlan, WorkUnit, plan_source
 from pipelines.ingest.tasks import read_partition
 from pipelines.lakehouse import Lakehouse, Table
 from pipelines.schemas import BRONZE_DOCUMENTS, BRONZE_QUARANTINE
-from pipelines.tracking import metric_name, stage_run
+from pipelines.tracking import StepTimer, metric_name, stage_run
 
 DOCUMENTS = "bronze.documents"
 QUARANTINE = "bronze.quarantine"
@@ -165,21 +164,6 @@ def run_ingest(spark: SparkSession, config: PipelineConfig, sources: Iterable[st
         )
         _log_metrics(summary)
     return summary
-
-
-class StepTimer:
-    """Wall-clock seconds per named step, reported with the run so slow steps are visible."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
 
 def read_records(spark: SparkSession, plans: list[SourcePlan], config: PipelineConfig) -> DataFrame:

@@ -1,1 +1,1 @@
-"""Tokenization with cl100k_base + DBRX specials (-> gold.tokens). Arrives with the tokenization issue."""
+"""Tokenization with cl100k_base + DBRX specials: silver documents kept by the filter and dedup -> gold.tokens."""
