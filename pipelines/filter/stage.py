@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import mlflow
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from pipelines import reports
 from pipelines.config import PipelineConfig
 from pipelines.filter import quality
 from pipelines.filter.decide import with_decisions, with_exact_duplicates
@@ -112,7 +114,27 @@ def run_filter(spark: SparkSession, config: PipelineConfig, retrain_quality: boo
         summary = _summarize(bronze, silver, run_id, computed, removed, flips, model, time.monotonic() - started)
         summary.step_seconds = steps
         _log(summary)
+        _report(bronze, silver, summary)
     return summary
+
+
+def _report(bronze: Table, silver: Table, summary: FilterSummary) -> None:
+    """Plots, tables and the summary page of the run (see pipelines/reports.py)."""
+    reports.log_inputs([bronze])
+    documents = silver.read()
+    reports.histogram(documents, "quality_score", 40, "quality_score", "fastText quality score, all documents")
+    reports.histogram(documents, "n_chars", 40, "length", "document length (characters)", log_x=True)
+    reasons = sorted(summary.drop_reasons.items(), key=lambda item: -item[1])
+    if reasons:
+        reports.log_table(pd.DataFrame(reasons, columns=["rule", "documents"]), "drops_by_rule")
+        reports.bars(
+            [r for r, _ in reasons], [n for _, n in reasons], "drops_by_rule", "documents dropped by rule", "documents"
+        )
+    languages = documents.groupBy("kind", "language").agg(
+        F.count("*").alias("documents"), F.sum(F.col("keep").cast("long")).alias("kept")
+    )
+    reports.log_table(languages.orderBy(F.desc("documents")).toPandas(), "languages")
+    reports.log_summary_page("filter", summary.format())
 
 
 def redecide(spark: SparkSession, config: PipelineConfig, dry_run: bool = False) -> tuple[int, int, dict[str, int]]:

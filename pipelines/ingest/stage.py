@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, MapType, StringType, StructField, StructType
 
+from pipelines import reports
 from pipelines.config import PipelineConfig
 from pipelines.ingest.planning import SourcePlan, WorkUnit, plan_source
 from pipelines.ingest.tasks import read_partition
@@ -163,6 +164,7 @@ def run_ingest(spark: SparkSession, config: PipelineConfig, sources: Iterable[st
             steps.seconds,
         )
         _log_metrics(summary)
+        reports.log_summary_page("ingest", summary.format())
     return summary
 
 

@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
 
+from pipelines import reports
 from pipelines.config import PipelineConfig
 from pipelines.lakehouse import Lakehouse
 from pipelines.mds import format as mds
@@ -105,6 +106,13 @@ def run_mds(spark: SparkSession, config: PipelineConfig, mix: Mix, output: str) 
         ]
         summary = MdsSummary(run.info.run_id, mix.name, results, time.monotonic() - started)
         _log(summary)
+        reports.log_inputs([tokens, silver])
+        for stage in results:
+            labels = [c.name for c in stage.components]
+            requested, realised = [c.requested for c in stage.components], [c.realised for c in stage.components]
+            reports.bars(labels, requested, f"tokens_{stage.name}", f"stage {stage.name}: tokens per component",
+                         "tokens", second=realised, legend=("requested", "realised"))  # fmt: skip
+        reports.log_summary_page("mds", summary.format())
     return summary
 
 

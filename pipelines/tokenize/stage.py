@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass, field
 
 import mlflow
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipelines import reports
 from pipelines.config import PipelineConfig
 from pipelines.lakehouse import Lakehouse, Table
 from pipelines.schemas import GOLD_TOKEN_STATS, GOLD_TOKENS
@@ -119,6 +121,15 @@ def run_tokenize(spark: SparkSession, config: PipelineConfig) -> TokenizeSummary
             by_slice=by_slice,
         )
         _log(summary)
+        reports.log_inputs([silver, dedup])
+        if summary.by_slice:
+            slices = pd.DataFrame(summary.by_slice)
+            per_source = slices.groupby("source")["tokens"].sum().sort_values(ascending=False)
+            reports.bars(
+                list(per_source.index), list(per_source.values), "tokens_by_source", "tokens by source", "tokens"
+            )
+            reports.log_table(slices, "token_stats")
+        reports.log_summary_page("tokenize", summary.format())
     return summary
 
 

@@ -1,0 +1,59 @@
+"""The Databricks Asset Bundle and the spark-submit entry point: structure, and every task's command parses."""
+
+import itertools
+import os
+import re
+from importlib import metadata
+
+import yaml
+
+from pipelines.cli import _parser
+
+JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs")
+STAGES = ["ingest", "filter", "dedup", "tokenize", "mix"]
+
+
+def bundle() -> dict:
+    with open(os.path.join(JOBS, "databricks.yml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def substituted(value: str, variables: dict) -> str:
+    return re.sub(r"\$\{var\.(\w+)\}", lambda m: str(variables[m.group(1)]["default"]), value)
+
+
+def test_bundle_is_a_scheduled_chain_of_stages_with_dev_and_prod_targets():
+    spec = bundle()
+    job = spec["resources"]["jobs"]["dataprep"]
+    tasks = {task["task_key"]: task for task in job["tasks"]}
+    assert list(tasks) == STAGES
+    for previous, stage in itertools.pairwise(STAGES):
+        assert tasks[stage]["depends_on"] == [{"task_key": previous}]
+    assert job["schedule"]["quartz_cron_expression"] and job["schedule"]["pause_status"] == "PAUSED"
+    assert spec["targets"]["dev"]["default"] and spec["targets"]["dev"]["mode"] == "development"
+    assert spec["targets"]["prod"]["resources"]["jobs"]["dataprep"]["schedule"]["pause_status"] == "UNPAUSED"
+    cluster_keys = {c["job_cluster_key"] for c in job["job_clusters"]}
+    assert all(task["job_cluster_key"] in cluster_keys for task in tasks.values())
+    assert job["job_clusters"][0]["new_cluster"]["spark_version"].endswith("scala2.13")  # the Spark 4 line we pin
+    artifact = spec["artifacts"]["dataprep_wheel"]
+    assert os.path.exists(os.path.join(JOBS, artifact["path"], "setup.py"))
+
+
+def test_every_task_runs_an_existing_entry_point_that_accepts_its_parameters():
+    spec = bundle()
+    scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
+    for task in spec["resources"]["jobs"]["dataprep"]["tasks"]:
+        wheel_task = task["python_wheel_task"]
+        assert wheel_task["package_name"] == metadata.metadata("dataprep")["Name"]
+        assert scripts[wheel_task["entry_point"]] == "pipelines.cli:main"
+        parameters = [substituted(p, spec["variables"]) for p in wheel_task["parameters"]]
+        assert "${" not in " ".join(parameters)
+        args = _parser().parse_args(parameters)  # argparse exits on anything it does not accept
+        assert callable(args.handler) and args.config == spec["variables"]["config"]["default"]
+        assert task["libraries"] == [{"whl": "../dist/*.whl"}]
+
+
+def test_spark_submit_entry_point_forwards_to_the_command_line():
+    with open(os.path.join(JOBS, "dataprep_job.py"), encoding="utf-8") as handle:
+        source = handle.read()
+    assert "from pipelines.cli import main" in source and "sys.exit(main(sys.argv[1:]))" in source
