@@ -57,3 +57,12 @@ def test_spark_submit_entry_point_forwards_to_the_command_line():
     with open(os.path.join(JOBS, "dataprep_job.py"), encoding="utf-8") as handle:
         source = handle.read()
     assert "from pipelines.cli import main" in source and "sys.exit(main(sys.argv[1:]))" in source
+
+
+def test_every_package_directory_ships_in_the_wheel():
+    # find_packages (setup.py) skips directories without __init__.py: the bundle's wheel would miss them.
+    repo = os.path.dirname(JOBS)
+    for package in ("pipelines", "trainer"):
+        for directory, _, files in os.walk(os.path.join(repo, package)):
+            if any(name.endswith(".py") for name in files) and "__pycache__" not in directory:
+                assert "__init__.py" in files, f"{directory} has modules but no __init__.py"

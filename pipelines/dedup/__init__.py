@@ -1,1 +1,1 @@
-"""MinHash near-deduplication (silver.documents -> silver.dedup). Arrives with the dedup issue."""
+"""MinHash near-deduplication (silver.documents -> silver.dedup + silver.dedup_signatures), full or incremental."""

@@ -1,1 +1,1 @@
-"""Quality signals, language ID and filtering (bronze -> silver.documents). Arrives with the filtering issue."""
+"""Quality signals, language ID, PII redaction, quality classifier and decisions (bronze -> silver.documents)."""

@@ -51,15 +51,15 @@ class StageResult:
     shards: int
     tokens_written: int  # tokens in the shards (pad included)
     remainder_dropped: int
+    padding: int = 0  # pad tokens added to the last sample (remainder: pad)
     components: list[ComponentOutcome] = field(default_factory=list)
     reused_shards: int = 0
 
     @property
     def reconciles(self) -> bool:
+        """Every realised token is in a shard or counted as the dropped remainder (pad tokens aside)."""
         realised = sum(c.realised for c in self.components)
         return self.tokens_written + self.remainder_dropped - self.padding == realised
-
-    padding: int = 0
 
 
 @dataclass

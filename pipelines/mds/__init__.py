@@ -1,0 +1,1 @@
+"""Curriculum mixtures (mixes/*.yaml) from gold.tokens to MosaicML MDS shards, one directory per stage."""
