@@ -45,7 +45,11 @@ def log_summary_page(title: str, text: str) -> None:
 
 
 def log_table(frame: pd.DataFrame, name: str) -> None:
-    mlflow.log_table(frame, artifact_file=f"tables/{name}.json")
+    with warnings.catch_warnings():
+        # mlflow infers a model-input schema for tables and warns that int columns cannot hold missing values:
+        # irrelevant to a report table, and noise in every stage's output.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        mlflow.log_table(frame, artifact_file=f"tables/{name}.json")
 
 
 def histogram(frame: DataFrame, column: str, bins: int, name: str, title: str, log_x: bool = False) -> None:
