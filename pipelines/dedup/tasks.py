@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from pipelines.arrow import list_array
 from pipelines.dedup.lsh import band_keys
 from pipelines.dedup.minhash import MinHasher, Shingling
 
@@ -50,18 +51,12 @@ def signature_partition(
         yield pa.RecordBatch.from_arrays(
             [
                 batch.column("doc_id"),
-                _lists(signatures.astype(np.int64).ravel(), np.full(batch.num_rows, hasher.num_perm)),
-                _lists(keys[has_shingles].ravel(), np.where(has_shingles, bands, 0)),
+                list_array(signatures.astype(np.int64).ravel(), np.full(batch.num_rows, hasher.num_perm)),
+                list_array(keys[has_shingles].ravel(), np.where(has_shingles, bands, 0)),
                 pa.array(shingles.counts, pa.int64()),
                 pa.array(shingles.short, pa.bool_()),
-                _lists(hash_values.astype(np.uint32).view(np.int32), hash_counts),
+                list_array(hash_values.astype(np.uint32).view(np.int32), hash_counts),
             ],
             schema=SIGNATURE_SCHEMA,
         )
 
-
-def _lists(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
-    """Arrow lists straight from a flat numpy array and per-row lengths (no Python list per row)."""
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))

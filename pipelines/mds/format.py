@@ -74,12 +74,22 @@ class ShardSettings:
         return int(self.compression.split(":")[1]) if self.compression and ":" in self.compression else 3
 
 
+def _shape_type(length: int) -> tuple[type, int]:
+    """The smallest unsigned type that holds the length, and its MDS code."""
+    return next((t, c) for t, c in _SHAPE_CODES if length <= np.iinfo(t).max)
+
+
+def record_size(length: int) -> int:
+    """Bytes of the record `encode_sample` writes for `length` 4-byte tokens (shard boundaries need it up front)."""
+    return 4 + 1 + np.dtype(_shape_type(length)[0]).itemsize + 4 * length
+
+
 def encode_sample(tokens: np.ndarray, token_dtype: str) -> bytes:
     """One sample record: the column's size, then its `ndarray:<dtype>` encoding."""
     dtype, _ = TOKEN_DTYPES[token_dtype]
     if tokens.ndim != 1 or len(tokens) == 0:
         raise MdsError("a token sample must be a non-empty 1-D array")
-    shape_type, shape_code = next((t, c) for t, c in _SHAPE_CODES if len(tokens) <= np.iinfo(t).max)
+    shape_type, shape_code = _shape_type(len(tokens))
     shape = np.array([len(tokens)], dtype=np.dtype(shape_type).newbyteorder("<")).tobytes()
     data = bytes([(1 << 2) | shape_code]) + shape + np.ascontiguousarray(tokens, dtype=dtype).tobytes()
     return struct.pack("<I", len(data)) + data

@@ -234,15 +234,10 @@ def _layout(mix: Mix, stage: Stage, ordered: DataFrame) -> Layout:
 def _with_shards(
     mix: Mix, lengths: np.ndarray, stream_end: int, written: int, dropped: int, padding: int, pad_sample: int | None
 ) -> Layout:
-    record_sizes = [_record_size(int(n)) for n in lengths]
+    record_sizes = [mds.record_size(int(n)) for n in lengths]
     counts = list(mds.group_into_shards(record_sizes, mix.shards))
     sample_shard = np.repeat(np.arange(len(counts)), counts)
     return Layout(len(lengths), counts, sample_shard, stream_end, written, dropped, padding, pad_sample)
-
-
-def _record_size(length: int) -> int:
-    shape = 1 if length < 1 << 8 else 2 if length < 1 << 16 else 4 if length < 1 << 32 else 8
-    return 4 + 1 + shape + 4 * length
 
 
 def _pieces(

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.arrow import list_array
 from pipelines.tokenize.tokenizer import encode_document, encoding
 
 TOKENS_SCHEMA = pa.schema(
@@ -28,8 +29,6 @@ def tokenize_partition(batches: Iterator[pa.RecordBatch], chunk_chars: int) -> I
     for batch in batches:
         encoded = encode_texts(batch.column("text").to_pylist(), chunk_chars)
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
         flat = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.int32)
         yield pa.RecordBatch.from_arrays(
             [
@@ -37,7 +36,7 @@ def tokenize_partition(batches: Iterator[pa.RecordBatch], chunk_chars: int) -> I
                 batch.column("source"),
                 batch.column("kind"),
                 batch.column("lang"),
-                pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
+                list_array(flat, lengths),
                 pa.array(lengths),
                 pc.binary_length(batch.column("text")).cast(pa.int64()),
             ],
