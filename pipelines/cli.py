@@ -7,6 +7,7 @@
     dataprep dedup --config FILE
     dataprep tokenize --config FILE
     dataprep mds write --config FILE [--mix MIX.yaml]
+    dataprep train --config FILE [--mix MIX.yaml] [--max-steps N] [--nproc N|auto]   the MoE model on the curriculum
     dataprep report [--config FILE] [--run ID] [--compare [ID]]   latest pipeline run, or what changed since another
     dataprep mds verify DIR               check an MDS directory: hashes, counts, token ids, manifest
     dataprep redecide --config FILE [--dry-run]
@@ -33,7 +34,9 @@ EXIT_NOT_RECONCILED = 3
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.handler(args)
     except (ConfigError, MissingInputError) as error:
@@ -46,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="build the demo corpus and run the pipeline end to end")
+    demo.add_argument("--train-steps", type=int, help="train the tiny model this many steps (0: skip training); "
+                      "default: the whole demo curriculum")  # fmt: skip
     demo.add_argument("--lakehouse", default=os.environ.get("DATAPREP_LAKEHOUSE", "./lakehouse"))
     demo.set_defaults(handler=_demo)
 
@@ -81,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     mds_verify = mds_commands.add_parser("verify", help="hashes, sample counts, token ids, manifest totals")
     mds_verify.add_argument("directory")
     mds_verify.set_defaults(handler=_mds_verify)
+
+    train = commands.add_parser("train", help="train the MoE model on the mix's MDS curriculum (resumes if it can)")
+    config_source = train.add_mutually_exclusive_group(required=True)
+    config_source.add_argument("--config")
+    config_source.add_argument("--demo-lakehouse", help="use the demo's config for this lakehouse (what `demo` runs)")
+    train.add_argument("--mix", help="mixes/*.yaml whose MDS stages to train on (default: the config's mds.mix)")
+    train.add_argument("--max-steps", type=int, help="stop after this many steps (overrides train.max_steps)")
+    train.add_argument("--nproc", default="1", help="processes on this node, one per GPU ('auto': every GPU); "
+                       "more than one runs under torchrun with FSDP2")  # fmt: skip
+    train.set_defaults(handler=_train)
 
     report = commands.add_parser("report", help="the latest pipeline run's report, or what changed between two")
     report.add_argument("--config", help="the pipeline's config (default: the demo's, over --lakehouse)")
@@ -124,15 +139,21 @@ def _demo(args: argparse.Namespace) -> int:
     sizes = build_demo_corpus(os.path.join(config.lakehouse.root, "demo_corpus"))
     stdlib = config.source("python_stdlib").paths[0]
     print(f"demo corpus: {sizes} prose documents, plus the standard library at {stdlib}")
-    return _run_pipeline(config, None)
+    if args.train_steps == 0:
+        return _run_pipeline(config, None)
+    train_argv = ["train", "--demo-lakehouse", config.lakehouse.root]
+    if args.train_steps is not None:
+        train_argv += ["--max-steps", str(args.train_steps)]
+    return _run_pipeline(config, None, then=lambda: main(train_argv))
 
 
 def _run(args: argparse.Namespace) -> int:
     return _run_pipeline(load_config(args.config), args.mix)
 
 
-def _run_pipeline(config: PipelineConfig, mix_path: str | None) -> int:
-    """Every stage, in order, as children of one MLflow pipeline run; stops at the first stage that fails."""
+def _run_pipeline(config: PipelineConfig, mix_path: str | None, then=None) -> int:
+    """Every stage, in order, as children of one MLflow pipeline run; stops at the first stage that fails. `then`
+    (the demo's training) runs last, inside the same parent run."""
     from pipelines.tracking import pipeline_run
 
     with pipeline_run(config):
@@ -142,6 +163,7 @@ def _run_pipeline(config: PipelineConfig, mix_path: str | None) -> int:
             or _run_dedup(config)
             or _run_tokenize(config)
             or _run_mds(config, mix_path)
+            or (then() if then else 0)
         )
 
 
@@ -205,6 +227,25 @@ def _run_mds(config: PipelineConfig, mix_path: str | None) -> int:
     if not path:
         raise ConfigError("mds.mix: no mix given (set it in the config or pass --mix)")
     return _report(config, run_mds(_spark(config), config, load_mix(path), config.mds.output))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from trainer.launch import delegate
+
+    config = demo_config(args.demo_lakehouse) if args.demo_lakehouse else load_config(args.config)
+    exit_code = delegate(args.argv, args.nproc)
+    if exit_code is not None:
+        return exit_code
+    from trainer.train import train
+
+    if args.mix:
+        config = dataclasses.replace(config, mds=dataclasses.replace(config.mds, mix=args.mix))
+    if args.max_steps is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=args.max_steps))
+    summary = train(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary.format())
+    return 0
 
 
 def _mds_verify(args: argparse.Namespace) -> int:

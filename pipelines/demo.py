@@ -16,8 +16,6 @@ import sysconfig
 import warnings
 from pydoc_data.topics import topics
 
-import orjson
-
 from pipelines.ingest.planning import SKIPPED_CODE_DIRECTORIES
 
 
@@ -33,6 +31,8 @@ def build_demo_corpus(directory: str) -> dict[str, int]:
     os.makedirs(docstrings_dir, exist_ok=True)
     for name, text in sorted(topics.items()):
         _write_if_changed(os.path.join(topics_dir, f"{name}.txt"), text.encode("utf-8"))
+    import orjson  # here, not at the top: the trainer's environment reads the demo config without orjson
+
     lines = [orjson.dumps({"module": module, "docstring": doc, "path": path}) for module, path, doc in _docstrings()]
     payload = b"".join(line + b"\n" for line in lines)
     _write_if_changed(os.path.join(docstrings_dir, "stdlib.jsonl.gz"), gzip.compress(payload, mtime=0))

@@ -62,10 +62,12 @@ def summary(pipeline: PipelineRun) -> str:
     run = pipeline.run
     lines = [f"pipeline run {pipeline.run_id} ({run.info.status}, started {_time(run.info.start_time)})"]
     for stage, child in pipeline.stages.items():
-        reconciles = child.data.tags.get("dataprep.reconciles", "?")
+        # Data stages reconcile row counts; the trainer has none to reconcile.
+        reconciles = child.data.tags.get("dataprep.reconciles")
+        checked = f", reconciles={reconciles}" if reconciles is not None else ""
         seconds = child.data.metrics.get("seconds")
         took = f", {seconds:.1f} s" if seconds is not None else ""
-        lines.append(f"  {stage}: {child.info.status}, reconciles={reconciles}{took}  (run {child.info.run_id})")
+        lines.append(f"  {stage}: {child.info.status}{checked}{took}  (run {child.info.run_id})")
         for name in sorted(child.data.metrics):
             if not name.startswith("seconds"):
                 lines.append(f"      {name} = {_number(child.data.metrics[name])}")

@@ -18,6 +18,8 @@ from mlflow.entities import Run
 
 from pipelines.config import PipelineConfig
 
+PARENT_RUN_ENV = "DATAPREP_PARENT_RUN_ID"
+
 
 def configure(config: PipelineConfig) -> str:
     """Points MLflow at the configured store and experiment; returns the experiment id."""
@@ -54,10 +56,14 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 @contextlib.contextmanager
 def stage_run(config: PipelineConfig, stage: str, params: Mapping[str, Any]) -> Iterator[Run]:
-    """An MLflow run for one stage; nested under the active run when a pipeline run is open."""
+    """An MLflow run for one stage; nested under the active run when a pipeline run is open (or under the run that
+    $DATAPREP_PARENT_RUN_ID names)."""
     experiment_id = configure(config)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, nested=nested) as run:
+    # A stage run in another process (the trainer, started by `dataprep run`) names its parent through the
+    # environment.
+    parent = None if nested else os.environ.get(PARENT_RUN_ENV)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, nested=nested, parent_run_id=parent) as run:
         mlflow.set_tags({"dataprep.stage": stage, "dataprep.lakehouse": config.lakehouse.root})
         mlflow.log_params({key: _param_value(value) for key, value in params.items()})
         yield run

@@ -90,7 +90,9 @@ def test_demo_corpus_is_written_deterministically(tmp_path):
 def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ["DATAPREP_TEST_MLFLOW_URI"])
     lakehouse = str(tmp_path / "lakehouse")
-    assert main(["demo", "--lakehouse", lakehouse]) == 0
+    # The demo ends by training in the PyTorch environment (scripts/test.sh exports its interpreter); 12 steps here.
+    assert os.environ.get("DATAPREP_TORCH_PYTHON"), "run the suite with scripts/test.sh (it builds the torch env)"
+    assert main(["demo", "--lakehouse", lakehouse, "--train-steps", "12"]) == 0
     first = capsys.readouterr().out
     config = demo_config(lakehouse)
     documents = Lakehouse(spark, config.lakehouse).table("bronze.documents")
@@ -108,7 +110,7 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, 
         prose = {c["name"]: c for c in json.load(handle)["components"]}["prose"]
     assert prose["realised"] == prose["requested"] and prose["full_epochs"] >= 1  # scarce prose, upsampled
 
-    assert main(["demo", "--lakehouse", lakehouse]) == 0
+    assert main(["demo", "--lakehouse", lakehouse, "--train-steps", "12"]) == 0
     second = capsys.readouterr().out
     assert (documents.read().count(), documents.version()) == (count, version)
     assert "(0 rows written)" in second and tokens.version() == tokens_version
@@ -118,6 +120,7 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, 
     report = capsys.readouterr().out
     for stage in ("ingest", "filter", "dedup", "tokenize", "mds"):
         assert f"  {stage}: FINISHED, reconciles=true" in report
+    assert "  train: FINISHED" in report
     assert main(["report", "--lakehouse", lakehouse, "--compare"]) == 0
     comparison = capsys.readouterr().out
     assert "settings: unchanged" in comparison and "  filter: " in comparison
@@ -135,6 +138,18 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, 
             a.path for a in client.list_artifacts(run_id, "plots")
         }
         assert set(artifacts) <= listed, (stage, listed)
+    # training: the first demo trained 12 steps (loss falling) into a checkpoint; the rerun found it up to date
+    trained, rerun = sorted(
+        client.search_runs([latest.run.info.experiment_id], "tags.`dataprep.stage` = 'train'"),
+        key=lambda run: run.info.start_time,
+    )
+    assert trained.data.tags["dataprep.up_to_date"] == "False" and rerun.data.tags["dataprep.up_to_date"] == "True"
+    with open(client.download_artifacts(trained.info.run_id, "losses.json", str(tmp_path))) as handle:
+        losses = json.load(handle)["losses"]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert trained.data.tags["dataprep.checkpoint"].endswith("step-00000012.pt")
+    assert os.path.isfile(trained.data.tags["dataprep.checkpoint"])
+    assert rerun.data.tags["mlflow.parentRunId"] == latest.run.info.run_id
     inputs = [d.dataset.name for d in client.get_run(latest.stages["tokenize"].info.run_id).inputs.dataset_inputs]
     assert any(name.startswith("silver.dedup@v") for name in inputs), inputs
 
@@ -144,6 +159,19 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, 
         handle.write(b"corrupted")
     assert main(["mds", "verify", stages[0]]) == 3
     assert "digest differs" in capsys.readouterr().out
+
+
+def test_train_without_pytorch_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    # this environment has no torch; without the PyTorch environment's interpreter there is nowhere to train
+    monkeypatch.delenv("DATAPREP_TORCH_PYTHON", raising=False)
+    assert main(["train", "--demo-lakehouse", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert "training needs PyTorch" in capsys.readouterr().err
+
+
+def test_train_before_the_mix_was_written_is_bad_input(tmp_path, capfd):
+    assert os.environ.get("DATAPREP_TORCH_PYTHON"), "run the suite with scripts/test.sh (it builds the torch env)"
+    assert main(["train", "--demo-lakehouse", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert "run `dataprep mds write` for mix 'demo' first" in capfd.readouterr().err
 
 
 def test_unity_catalog_tables_are_named_catalog_schema_layer_name():

@@ -60,6 +60,14 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypa
         ({"sources": [SOURCE], "dedup": {"threshold": 1.5}}, "dedup.threshold: 1.5 must be between 0 and 1"),
         ({"sources": [SOURCE], "dedup": {"scheme": "affine64"}}, "dedup.scheme: 'affine64' is not one of"),
         ({"sources": [SOURCE], "dedup": {"keep_order": ["length desc"]}}, "dedup.keep_order: 'length desc'"),
+        ({"sources": [SOURCE], "train": {"model": "huge"}}, "train.model: 'huge' is not one of tiny, moe_a, dbrx"),
+        ({"sources": [SOURCE], "train": {"model_overrides": {"layers": 4}}}, "'layers' is not a model setting"),
+        ({"sources": [SOURCE], "train": {"model_overrides": {"d_model": "64"}}}, "d_model: expected int, got str"),
+        ({"sources": [SOURCE], "train": {"model_overrides": {"top_k": 9}}}, "top_k 9 must be between 1 and"),
+        ({"sources": [SOURCE], "train": {"betas": [0.9]}}, "train.betas: expected two numbers"),
+        ({"sources": [SOURCE], "train": {"precision": "fp16"}}, "train.precision: 'fp16' is not one of"),
+        ({"sources": [SOURCE], "train": {"stage_tokens": {"broad": 0}}}, "train.stage_tokens.broad: expected a"),
+        ({"sources": [SOURCE], "train": {"lr": "fast"}}, "train.lr: expected int or float, got str"),
     ],
 )
 def test_invalid_configs_name_the_key_and_the_value(raw, message):
@@ -87,6 +95,20 @@ def test_load_config_reports_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("sources: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_train_settings_default_and_resolve(tmp_path):
+    config = parse_config({"sources": [SOURCE], "lakehouse": {"root": str(tmp_path)},
+                           "train": {"model_overrides": {"n_layers": 4, "rope_theta": 500000}}})  # fmt: skip
+    train = config.train
+    assert (train.model, train.batch_tokens, train.micro_batch_tokens, train.betas) == (
+        "tiny",
+        65536,
+        None,
+        (0.9, 0.95),
+    )
+    assert train.checkpoint_dir == os.path.join(str(tmp_path), "checkpoints")
+    assert dict(train.model_overrides) == {"n_layers": 4, "rope_theta": 500000}
 
 
 def test_packaged_demo_config_is_valid(tmp_path):

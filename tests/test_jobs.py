@@ -10,7 +10,7 @@ import yaml
 from pipelines.cli import _parser
 
 JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs")
-STAGES = ["ingest", "filter", "dedup", "tokenize", "mix"]
+STAGES = ["ingest", "filter", "dedup", "tokenize", "mix", "train"]
 
 
 def bundle() -> dict:
@@ -34,7 +34,13 @@ def test_bundle_is_a_scheduled_chain_of_stages_with_dev_and_prod_targets():
     assert spec["targets"]["prod"]["resources"]["jobs"]["dataprep"]["schedule"]["pause_status"] == "UNPAUSED"
     cluster_keys = {c["job_cluster_key"] for c in job["job_clusters"]}
     assert all(task["job_cluster_key"] in cluster_keys for task in tasks.values())
-    assert job["job_clusters"][0]["new_cluster"]["spark_version"].endswith("scala2.13")  # the Spark 4 line we pin
+    clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
+    assert clusters["spark"]["spark_version"].endswith("scala2.13")  # the Spark 4 line we pin
+    # training runs on one GPU node of the ML runtime (PyTorch included), the data stages on the Spark cluster
+    assert "gpu-ml" in clusters["gpu"]["spark_version"] and clusters["gpu"]["num_workers"] == 0
+    assert tasks["train"]["job_cluster_key"] == "gpu" and {t["job_cluster_key"] for t in tasks.values()} == set(
+        clusters
+    )
     artifact = spec["artifacts"]["dataprep_wheel"]
     assert os.path.exists(os.path.join(JOBS, artifact["path"], "setup.py"))
 

@@ -1,1 +1,6 @@
-"""The embedded DBRX-style MoE trainer (PyTorch, no JAX): model, HF interop; training loop to come."""
+"""The embedded DBRX-style MoE trainer (PyTorch, no JAX).
+
+config (model presets, no torch) -> model (the decoder) + loss (chunked output cross-entropy) -> data (the MDS
+curriculum) -> optim, parallel (devices, FSDP2, checkpointing, compile), checkpoint -> train (the loop, MLflow);
+launch decides where `dataprep train` runs; hf maps weights to transformers' DbrxForCausalLM.
+"""

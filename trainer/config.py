@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 VOCAB_SIZE = 100_352  # cl100k_base + DBRX specials, padded to 784 x 128
+IGNORE_INDEX = -100  # target positions without a next token to learn (padding)
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ModelConfig:
     n_experts: int = 4
     top_k: int = 2
     vocab_size: int = VOCAB_SIZE
-    max_seq_len: int = 256
+    max_seq_len: int = 2048
     rope_theta: float = 10_000.0
     clip_qkv: float | None = 8.0
     norm_eps: float = 1e-5
@@ -73,3 +74,23 @@ PRESETS = {
         max_seq_len=32_768, rope_theta=500_000.0,
     ),
 }  # fmt: skip
+
+
+def model_config(preset: str, overrides: dict | None = None) -> ModelConfig:
+    """A preset with some fields changed; unknown fields and wrong types are errors that name them."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; presets: {', '.join(PRESETS)}")
+    base = PRESETS[preset]
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    changes = {}
+    for key, value in (overrides or {}).items():
+        if key not in fields:
+            raise ValueError(f"{key!r} is not a model setting; settings: {', '.join(fields)}")
+        current = getattr(base, key)
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        allowed = (type(current),) if current is not None else (float, int)
+        if isinstance(value, bool) != isinstance(current, bool) or not isinstance(value, allowed):
+            raise ValueError(f"{key}: expected {type(current).__name__}, got {type(value).__name__} {value!r}")
+        changes[key] = value
+    return base.replace(**changes)

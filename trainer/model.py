@@ -19,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import ModelConfig
+from trainer.config import IGNORE_INDEX, ModelConfig
+from trainer.loss import linear_cross_entropy
 
 
 @dataclass
 class Output:
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # (batch, length, vocab); None when the loss was computed from hidden states
+    cross_entropy_sum: torch.Tensor | None  # summed over target tokens, when targets were given
     load_balance_loss: torch.Tensor
     router_z_loss: torch.Tensor
     expert_load: torch.Tensor  # (layers, experts): share of routed token copies per expert
@@ -112,11 +114,12 @@ class Experts(nn.Module):
 
     def _sorted(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         """Each token copied once per chosen expert, copies sorted by expert, each expert's rows computed together."""
-        w1, v1, w2 = self.per_expert()
+        dtype = _compute_dtype(x)
+        w1, v1, w2 = (w.to(dtype) for w in self.per_expert())
         flat = experts.reshape(-1)
         order = flat.argsort(stable=True)
         token = order // self.config.top_k
-        rows = x[token]
+        rows = x[token].to(dtype)
         counts = torch.bincount(flat, minlength=self.config.n_experts)
         if _grouped_mm_available(rows):
             offsets = counts.cumsum(0).to(torch.int32)
@@ -130,7 +133,8 @@ class Experts(nn.Module):
                     pieces.append((F.silu(chunk @ w1[expert].T) * (chunk @ v1[expert].T)) @ w2[expert])
             produced = torch.cat(pieces) if pieces else rows
         scale = weights.reshape(-1)[order].to(produced.dtype)[:, None]
-        return torch.zeros_like(x).index_add_(0, token, produced * scale)
+        # summed in x's dtype: fp32 under autocast, where the experts' matmuls ran in bf16
+        return torch.zeros_like(x).index_add_(0, token, (produced * scale).to(x.dtype))
 
     def _reference(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         w1, v1, w2 = self.per_expert()
@@ -140,8 +144,15 @@ class Experts(nn.Module):
             if len(token):
                 chunk = x[token]
                 produced = (F.silu(chunk @ w1[expert].T) * (chunk @ v1[expert].T)) @ w2[expert]
-                out.index_add_(0, token, produced * weights[token, slot, None].to(produced.dtype))
+                out.index_add_(0, token, (produced * weights[token, slot, None].to(produced.dtype)).to(x.dtype))
         return out
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The matmul dtype: autocast's when it is on (torch._grouped_mm is not an autocast op, so we cast), else x's."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
 
 def _grouped_mm_available(rows: torch.Tensor) -> bool:
@@ -201,8 +212,12 @@ class Decoder(nn.Module):
                 with torch.no_grad():
                     parameter.normal_(0.0, self.config.init_std, generator=generator)
 
-    def forward(self, tokens: torch.Tensor, sequence_ids: torch.Tensor | None = None) -> Output:
-        """tokens (batch, length); sequence_ids (batch, length) keep attention inside each packed document."""
+    def forward(
+        self, tokens: torch.Tensor, sequence_ids: torch.Tensor | None = None, targets: torch.Tensor | None = None
+    ) -> Output:
+        """tokens (batch, length); sequence_ids (batch, length) keep attention inside each packed document. With
+        targets (batch, length; IGNORE_INDEX where there is none) the summed cross-entropy is computed chunk by
+        chunk (trainer/loss.py) instead of returning the logits."""
         batch, length = tokens.shape
         positions = torch.arange(length, device=tokens.device).expand(batch, length)
         mask = None
@@ -218,17 +233,23 @@ class Decoder(nn.Module):
             balances.append(balance)
             z_losses.append(z_loss)
             loads.append(load)
-        logits = self.lm_head(self.final_norm(x))
+        hidden = self.final_norm(x)
+        logits, cross_entropy_sum = None, None
+        if targets is None:
+            logits = self.lm_head(hidden)
+        else:
+            cross_entropy_sum = linear_cross_entropy(hidden, self.lm_head.weight, targets, IGNORE_INDEX)
         c = self.config
         return Output(
             logits=logits,
+            cross_entropy_sum=cross_entropy_sum,
             load_balance_loss=c.load_balance_weight * torch.stack(balances).mean(),
             router_z_loss=c.router_z_loss_weight * torch.stack(z_losses).mean(),
             expert_load=torch.stack(loads).detach(),
         )
 
 
-def language_model_loss(output: Output, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def language_model_loss(output: Output, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Next-token cross-entropy in fp32 plus the auxiliary router losses."""
     logits = output.logits.float().reshape(-1, output.logits.shape[-1])
     cross_entropy = F.cross_entropy(logits, targets.reshape(-1), ignore_index=ignore_index)

@@ -59,4 +59,3 @@ def signature_partition(
             ],
             schema=SIGNATURE_SCHEMA,
         )
-
