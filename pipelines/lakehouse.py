@@ -8,10 +8,17 @@ Nothing else in the code needs to know which.
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+import delta.exceptions
+import delta.exceptions.captured  # noqa: F401  (turns Delta's JVM commit conflicts into the Python classes below)
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
@@ -45,7 +52,22 @@ class Table:
     def create_if_missing(self, schema: StructType, comment: str) -> None:
         builder = DeltaTable.createIfNotExists(self.spark).addColumns(schema).comment(comment)
         builder = builder.tableName(self.full_name) if self.full_name else builder.location(self.path)
-        builder.execute()
+
+        # Two runs starting together both try to create the table. The loser sees a commit conflict, or a location
+        # the winner has begun to write but not yet committed: it waits and finds the table there.
+        for attempt in range(1, _ATTEMPTS + 1):
+            if self.exists():
+                return
+            try:
+                builder.execute()
+                return
+            except (*COMMIT_CONFLICTS, AnalysisException):
+                if attempt == _ATTEMPTS:
+                    raise
+                # Delta caches each path's log, including "no table here": forget it, or the table the winner
+                # created stays invisible to this session.
+                self.spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+                _back_off(attempt)
 
     def delta(self) -> DeltaTable:
         if self.full_name:
@@ -89,3 +111,35 @@ class Lakehouse:
             full_name = f"{self.config.catalog}.{self.config.schema}.{layer}_{name}"
             return Table(self.spark, layer, name, path=None, full_name=full_name)
         return Table(self.spark, layer, name, path=os.path.join(self.config.root, layer, name), full_name=None)
+
+
+Result = TypeVar("Result")
+
+
+def retry_on_conflict(action: Callable[[], Result], what: str) -> Result:
+    """Runs a read-decide-commit `action` again when another writer committed to the table first.
+
+    Delta's optimistic concurrency rejects a commit whose reads a concurrent commit invalidated; the action must
+    therefore re-read what it decides on (as ingest's classify + MERGE does), so that the retry decides against
+    the other run's rows and nothing is written twice.
+    """
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return action()
+        except COMMIT_CONFLICTS as error:
+            if attempt == _ATTEMPTS:
+                raise RuntimeError(f"{what}: still conflicting with concurrent writers after {_ATTEMPTS} attempts") \
+                    from error  # fmt: skip
+            _back_off(attempt)
+    raise AssertionError("unreachable")
+
+
+_ATTEMPTS = 8
+# Delta's Python conflict classes each derive from PySparkException alone (not from their common base), so
+# catching the base misses them: every one is named.
+COMMIT_CONFLICTS = tuple(getattr(delta.exceptions, name) for name in delta.exceptions.__all__)
+
+
+def _back_off(attempt: int) -> None:
+    """Waits longer after each attempt, with jitter so that two retrying runs do not collide again in step."""
+    time.sleep(random.uniform(0.5, 1.5) * attempt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -17,6 +18,7 @@ import mlflow
 from mlflow.entities import Run
 
 from pipelines.config import PipelineConfig
+from pipelines.faults import failpoint
 
 PARENT_RUN_ENV = "DATAPREP_PARENT_RUN_ID"
 
@@ -26,10 +28,27 @@ def configure(config: PipelineConfig) -> str:
     if config.mlflow.tracking_uri.startswith("sqlite:"):
         os.makedirs(os.path.dirname(config.mlflow.tracking_uri.removeprefix("sqlite:///")), exist_ok=True)
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(config.mlflow.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(config.mlflow.experiment, artifact_location=config.mlflow.artifact_location)
+    with _store_lock(config.mlflow.tracking_uri):
+        experiment = mlflow.get_experiment_by_name(config.mlflow.experiment)
+        if experiment is not None:
+            return experiment.experiment_id
+        return mlflow.create_experiment(config.mlflow.experiment, artifact_location=config.mlflow.artifact_location)
+
+
+@contextlib.contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Holds an exclusive file lock beside a local sqlite store while it is opened. Two runs starting at once
+    against a new store would otherwise both run its schema migrations (one leaves it broken) or both create the
+    experiment; with the lock the second finds the store and the experiment made."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(tracking_uri.removeprefix("sqlite:///") + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -82,13 +101,16 @@ def metric_name(*parts: str) -> str:
 
 
 class StepTimer:
-    """Wall-clock seconds per named step, reported with the run so slow steps are visible."""
+    """Wall-clock seconds per named step, reported with the run so slow steps are visible. Entering a step passes
+    the failpoint `<stage>.<step>` (pipelines/faults.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
         self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
+        failpoint(f"{self.stage}.{name}")
         started = time.monotonic()
         try:
             yield

@@ -92,7 +92,7 @@ def run_dedup(spark: SparkSession, config: PipelineConfig) -> DedupSummary:
             reason = full_run_reason(documents, dedup, index, index_params(settings, bands, rows)) or ""
         mode = "incremental" if settings.mode == "incremental" and not reason else "full"
         staging = lakehouse.table(f"staging.dedup_{run.info.run_id}")
-        steps = StepTimer()
+        steps = StepTimer("dedup")
         try:
             if mode == "full":
                 decided, candidates, pairs, signed = _full(documents, dedup, index, settings, bands, rows, steps)

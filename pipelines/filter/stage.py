@@ -24,6 +24,7 @@ from pyspark.sql.types import StructType
 
 from pipelines import reports
 from pipelines.config import PipelineConfig
+from pipelines.faults import failpoint
 from pipelines.filter import quality
 from pipelines.filter.decide import with_decisions, with_exact_duplicates
 from pipelines.filter.tasks import signals_partition
@@ -106,6 +107,7 @@ def run_filter(spark: SparkSession, config: PipelineConfig, retrain_quality: boo
         removed = _remove_stale(silver, bronze)
         computed = _compute_new_signals(lakehouse, bronze, silver, run_id, processed_at)
         lap("signals")
+        failpoint("filter.decide")
         _apply_decisions(silver, config)  # the bootstrap labels of the quality model are these decisions
         model = _quality_model(lakehouse, bronze, silver, config, run_id, retrain_quality)
         lap("quality")

@@ -183,7 +183,9 @@ def _walk_code_root(root: str, base: str, plan: SourcePlan) -> list[WorkUnit]:
     for path in _walk_directory(root, base, plan, skip=SKIPPED_CODE_DIRECTORIES):
         unit = _file_unit(path, base, plan, root=root)
         units.append(
-            WorkUnit(**{**unit.as_row(), "repository": repository, "repository_path": os.path.relpath(path, root)})
+            WorkUnit(
+                **{**unit.as_row(), "repository": repository, "repository_path": _escaped(os.path.relpath(path, root))}
+            )
         )
     return units
 
@@ -192,6 +194,13 @@ def _file_unit(path: str, base: str, plan: SourcePlan, root: str | None = None) 
     relative = os.path.relpath(path, base)
     root = os.path.realpath(root or base)
     reason, detail, size = None, None, 0
+    if _undecodable(path):
+        # A name that is not UTF-8 (Python keeps its bytes as surrogates) cannot be stored as a Delta string: the
+        # file is quarantined under its name with those bytes escaped (\xe9), which is also what the locator says.
+        shown = _escaped(relative)
+        return WorkUnit(source=plan.source.name, path=_escaped(path), relative_path=shown, size=0, compression=None,
+                        preflight_reason="undecodable_file_name",
+                        preflight_detail=f"file name is not UTF-8: {shown!r}")  # fmt: skip
     if os.path.islink(path):
         target = os.path.realpath(path)
         if not os.path.exists(target):
@@ -217,6 +226,18 @@ def _file_unit(path: str, base: str, plan: SourcePlan, root: str | None = None) 
         preflight_reason=reason,
         preflight_detail=detail,
     )
+
+
+def _undecodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _escaped(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _split(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig) -> list[WorkUnit]:

@@ -26,7 +26,7 @@ from pipelines import reports
 from pipelines.config import PipelineConfig
 from pipelines.ingest.planning import SourcePlan, WorkUnit, plan_source
 from pipelines.ingest.tasks import read_partition
-from pipelines.lakehouse import Lakehouse, Table
+from pipelines.lakehouse import Lakehouse, Table, retry_on_conflict
 from pipelines.schemas import BRONZE_DOCUMENTS, BRONZE_QUARANTINE
 from pipelines.tracking import StepTimer, metric_name, stage_run
 
@@ -93,7 +93,7 @@ class IngestSummary:
     def reconciles(self) -> bool:
         """Every record is accounted for, and the table changed by exactly the documents classed new or updated.
 
-        (A concurrent ingest of the same files can make the second check fail honestly: the other run wrote first.)
+        (Concurrent ingests of the same files re-classify after a conflict, so each run counts what it wrote.)
         """
         expected = sum(c.ingested for c in self.sources.values())
         return all(c.reconciles for c in self.sources.values()) and self.documents_written == expected
@@ -132,7 +132,7 @@ def run_ingest(spark: SparkSession, config: PipelineConfig, sources: Iterable[st
         started = time.monotonic()
         run_id = run.info.run_id
         ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
-        steps = StepTimer()
+        steps = StepTimer("ingest")
         # Read once into a staging table: every later step (counts, MERGE) scans it instead of the raw files.
         staging = lakehouse.table(f"staging.ingest_{run_id}")
         try:
@@ -141,17 +141,31 @@ def run_ingest(spark: SparkSession, config: PipelineConfig, sources: Iterable[st
             records = staging.read()
             id_sources = [source.name for source in selected if source.id_field]
             kept, rejected = separate_duplicate_locators(records, id_sources)
-            classified = classify_against(kept, documents.read())
-            with steps("classify"):
-                counts = _count(plans, records, classified, rejected)
-            updated = sum(c.updated for c in counts.values())
-            changed = sum(c.ingested for c in counts.values())
-            written = 0
-            if changed:
-                with steps("merge_documents"):
-                    written = _merge_documents(documents.delta(), classified, run_id, ingested_at, updated)
+
+            def classify_and_merge() -> tuple[dict[str, SourceCounts], int]:
+                # Classified against the table as it is now: after a conflict, against the other run's rows too.
+                classified = classify_against(kept, documents.read())
+                with steps("classify"):
+                    counts = _count(plans, records, classified, rejected)
+                written = 0
+                if sum(c.ingested for c in counts.values()):
+                    updated = sum(c.updated for c in counts.values())
+                    with steps("merge_documents"):
+                        written = _merge_documents(documents.delta(), classified, run_id, ingested_at, updated)
+                return counts, written
+
+            for _ in range(3):
+                counts, written = retry_on_conflict(classify_and_merge, "ingest into bronze.documents")
+                if written == sum(c.ingested for c in counts.values()):
+                    break
+                # A concurrent run committed some of these documents between our classification and our MERGE
+                # (which then left them alone, so no row is doubled): classify again until the counts and the
+                # commit agree. Rows this run wrote in an earlier round are then counted as unchanged.
             with steps("merge_quarantine"):
-                _insert_new_quarantine(quarantine, rejected, run_id, ingested_at)
+                retry_on_conflict(
+                    lambda: _insert_new_quarantine(quarantine, rejected, run_id, ingested_at),
+                    "ingest into bronze.quarantine",
+                )
         finally:
             staging.drop()
         summary = IngestSummary(
@@ -261,9 +275,9 @@ def _merge_documents(
     merge = target.alias("t").merge(changes.alias("s"), "t.source = s.source AND t.locator = s.locator")
     if expected_updates:
         merge = merge.whenMatchedUpdate(condition="t.doc_id <> s.doc_id", set=columns)
-    merge.whenNotMatchedInsert(values=columns).execute()
-    metrics = target.history(1).select("operationMetrics").first()[0]
-    return int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
+    # The MERGE's own metrics: the table's latest history entry may be a concurrent writer's commit.
+    metrics = merge.whenNotMatchedInsert(values=columns).execute().first()
+    return int(metrics["num_inserted_rows"]) + int(metrics["num_updated_rows"])
 
 
 def _insert_new_quarantine(table: Table, rejected: DataFrame, run_id: str, ingested_at: datetime) -> None:

@@ -29,6 +29,7 @@ from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, Stru
 
 from pipelines import reports
 from pipelines.config import PipelineConfig
+from pipelines.faults import failpoint
 from pipelines.lakehouse import Lakehouse
 from pipelines.mds import format as mds
 from pipelines.mds.mixes import Mix, Stage
@@ -178,6 +179,7 @@ def _write_stage(
     if missing:
         raise RuntimeError(f"stage {stage.name}: shards {missing[:5]} were not written")
     ordered_entries = [entries[shard] for shard in range(len(layout.shard_counts))]
+    failpoint("mds.publish")
     mds.write_index(staging, ordered_entries)
     manifest = _manifest(mix, stage, key, versions, layout, outcomes, ordered_entries)
     with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:

@@ -83,7 +83,7 @@ def run_tokenize(spark: SparkSession, config: PipelineConfig) -> TokenizeSummary
     settings = config.tokenize
     params = {f"tokenize.{key}": value for key, value in vars(settings).items()} | {"tokenizer": NAME}
     with stage_run(config, "tokenize", params) as run:
-        started, steps = time.monotonic(), StepTimer()
+        started, steps = time.monotonic(), StepTimer("tokenize")
         gold.create_if_missing(GOLD_TOKENS, "cl100k_base tokens of the documents kept by the filter and dedup")
         with steps("select"):
             counts, classified = _classify(silver.read(), dedup.read(), gold.read())
