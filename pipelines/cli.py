@@ -1,7 +1,7 @@
 """`dataprep` command line: thin shells over the stage functions (the same ones jobs and notebooks call).
 
     dataprep demo [--lakehouse DIR]         build the demo corpus and run the pipeline on it
-    dataprep run --config FILE [--mix MIX.yaml]   every stage below, in order, under one MLflow run
+    dataprep run --config FILE [--mix MIX.yaml] [--from STAGE]   every stage below, in order, under one MLflow run
     dataprep ingest --config FILE [--source NAME ...]
     dataprep filter --config FILE [--retrain-quality]
     dataprep dedup --config FILE
@@ -30,6 +30,7 @@ from pipelines.ingest.planning import MissingInputError
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_RECONCILED = 3
+PIPELINE_STAGES = ("ingest", "filter", "dedup", "tokenize", "mds")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="ingest, filter, dedup, tokenize, mds in order, under one MLflow run")
     run.add_argument("--config", required=True)
     run.add_argument("--mix", help="mixes/*.yaml (default: the config's mds.mix)")
+    run.add_argument("--from", dest="first_stage", choices=PIPELINE_STAGES, default=PIPELINE_STAGES[0],
+                     help="start at this stage (after a failed run: the stages before it are done)")  # fmt: skip
     run.set_defaults(handler=_run)
 
     ingest = commands.add_parser("ingest", help="ingest the configured sources into bronze tables")
@@ -148,23 +151,30 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return _run_pipeline(load_config(args.config), args.mix)
+    return _run_pipeline(load_config(args.config), args.mix, first_stage=args.first_stage)
 
 
-def _run_pipeline(config: PipelineConfig, mix_path: str | None, then=None) -> int:
-    """Every stage, in order, as children of one MLflow pipeline run; stops at the first stage that fails. `then`
-    (the demo's training) runs last, inside the same parent run."""
+def _run_pipeline(config: PipelineConfig, mix_path: str | None, then=None, first_stage: str = "ingest") -> int:
+    """The stages from `first_stage` on, in order, as children of one MLflow pipeline run; stops at the first stage
+    that fails. `then` (the demo's training) runs last, inside the same parent run."""
+    import mlflow
+
     from pipelines.tracking import pipeline_run
 
+    stages = {
+        "ingest": lambda: _run_ingest(config, None),
+        "filter": lambda: _run_filter(config, retrain_quality=False),
+        "dedup": lambda: _run_dedup(config),
+        "tokenize": lambda: _run_tokenize(config),
+        "mds": lambda: _run_mds(config, mix_path),
+    }
     with pipeline_run(config):
-        return (
-            _run_ingest(config, None)
-            or _run_filter(config, retrain_quality=False)
-            or _run_dedup(config)
-            or _run_tokenize(config)
-            or _run_mds(config, mix_path)
-            or (then() if then else 0)
-        )
+        mlflow.set_tag("dataprep.first_stage", first_stage)  # the report then expects no earlier stage
+        for name in PIPELINE_STAGES[PIPELINE_STAGES.index(first_stage) :]:
+            exit_code = stages[name]()
+            if exit_code:
+                return exit_code
+        return then() if then else 0
 
 
 def _ingest(args: argparse.Namespace) -> int:

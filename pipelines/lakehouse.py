@@ -65,8 +65,11 @@ class Table:
                 if attempt == _ATTEMPTS:
                     raise
                 # Delta caches each path's log, including "no table here": forget it, or the table the winner
-                # created stays invisible to this session.
-                self.spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+                # created stays invisible to this session. (A Spark Connect session has no JVM here to ask;
+                # its server resolves the table afresh.)
+                jvm = getattr(self.spark, "_jvm", None)
+                if jvm is not None:
+                    jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
                 _back_off(attempt)
 
     def delta(self) -> DeltaTable:
@@ -116,21 +119,28 @@ class Lakehouse:
 Result = TypeVar("Result")
 
 
-def retry_on_conflict(action: Callable[[], Result], what: str) -> Result:
+def retry_on_conflict(
+    action: Callable[[], Result], what: str, again: Callable[[Result], bool] = lambda result: False
+) -> Result:
     """Runs a read-decide-commit `action` again when another writer committed to the table first.
 
     Delta's optimistic concurrency rejects a commit whose reads a concurrent commit invalidated; the action must
     therefore re-read what it decides on (as ingest's classify + MERGE does), so that the retry decides against
-    the other run's rows and nothing is written twice.
+    the other run's rows and nothing is written twice. A commit can also succeed yet show that another writer got
+    in between (a MERGE that wrote fewer rows than it was asked to): `again(result)` says so, and the action is run
+    again too; the last attempt's result is returned either way, for the caller's reconciliation to judge.
     """
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            return action()
+            result = action()
         except COMMIT_CONFLICTS as error:
             if attempt == _ATTEMPTS:
                 raise RuntimeError(f"{what}: still conflicting with concurrent writers after {_ATTEMPTS} attempts") \
                     from error  # fmt: skip
-            _back_off(attempt)
+        else:
+            if attempt == _ATTEMPTS or not again(result):
+                return result
+        _back_off(attempt)
     raise AssertionError("unreachable")
 
 

@@ -60,7 +60,9 @@ def find(config: PipelineConfig, run_id: str | None) -> PipelineRun:
 
 def summary(pipeline: PipelineRun) -> str:
     run = pipeline.run
-    lines = [f"pipeline run {pipeline.run_id} ({run.info.status}, started {_time(run.info.start_time)})"]
+    first_stage = run.data.tags.get("dataprep.first_stage", "ingest")
+    resumed = f", from {first_stage}" if first_stage != "ingest" else ""
+    lines = [f"pipeline run {pipeline.run_id} ({run.info.status}, started {_time(run.info.start_time)}{resumed})"]
     for stage, child in pipeline.stages.items():
         # Data stages reconcile row counts; the trainer has none to reconcile.
         reconciles = child.data.tags.get("dataprep.reconciles")

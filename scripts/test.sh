@@ -7,15 +7,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ensure_torch_env || { echo "[env] installing the PyTorch environment failed (see above)" >&2; exit 1; }
 cd "$DATAPREP_REPO"
 ruff check pipelines trainer tests bench jobs notebooks
-# The reliability tests spend their time waiting on pipeline runs in processes of their own (killed, concurrent,
-# hostile-input runs), so they run beside the rest of the suite; their report follows it.
-reliability_log="$(mktemp)"
-python -m pytest -q -p no:cacheprovider tests/test_reliability.py tests/test_hostile_input.py >"$reliability_log" 2>&1 &
-reliability=$!
-python -m pytest -q "$@" tests --ignore=tests/trainer --ignore=tests/test_reliability.py \
-  --ignore=tests/test_hostile_input.py
-reliability_status=0
-wait "$reliability" || reliability_status=$?
-cat "$reliability_log"
-[ "$reliability_status" -eq 0 ] || { echo "reliability tests failed" >&2; exit 1; }
+python -m pytest -q "$@" tests --ignore=tests/trainer
 "$DATAPREP_TORCH_PYTHON" -m pytest -q --noconftest -p no:cacheprovider tests/trainer

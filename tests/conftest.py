@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -28,6 +31,27 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    lakehouse: str
+    output: str  # what the stages printed
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, spark) -> DemoRun:
+    """`dataprep demo` once (training 12 steps) for every test that reads what it leaves: the CLI's and the
+    notebooks'. Those tests must not change it."""
+    from pipelines.cli import main
+
+    # The demo ends by training in the PyTorch environment (scripts/test.sh exports its interpreter).
+    assert os.environ.get("DATAPREP_TORCH_PYTHON"), "run the suite with scripts/test.sh (it builds the torch env)"
+    lakehouse = str(tmp_path_factory.mktemp("demo") / "lakehouse")
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert main(["demo", "--lakehouse", lakehouse, "--train-steps", "12"]) == 0
+    return DemoRun(lakehouse, output.getvalue())
 
 
 def make_config(root: str, sources: list[dict[str, Any]], **sections: Any) -> PipelineConfig:

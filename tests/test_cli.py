@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -87,13 +88,8 @@ def test_demo_corpus_is_written_deterministically(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
-def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ["DATAPREP_TEST_MLFLOW_URI"])
-    lakehouse = str(tmp_path / "lakehouse")
-    # The demo ends by training in the PyTorch environment (scripts/test.sh exports its interpreter); 12 steps here.
-    assert os.environ.get("DATAPREP_TORCH_PYTHON"), "run the suite with scripts/test.sh (it builds the torch env)"
-    assert main(["demo", "--lakehouse", lakehouse, "--train-steps", "12"]) == 0
-    first = capsys.readouterr().out
+def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(demo_run, spark, tmp_path, capsys):
+    lakehouse, first = demo_run.lakehouse, demo_run.output  # the demo trained 12 steps
     config = demo_config(lakehouse)
     documents = Lakehouse(spark, config.lakehouse).table("bronze.documents")
     count, version = documents.read().count(), documents.version()
@@ -153,11 +149,12 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(spark, tmp_path, 
     inputs = [d.dataset.name for d in client.get_run(latest.stages["tokenize"].info.run_id).inputs.dataset_inputs]
     assert any(name.startswith("silver.dedup@v") for name in inputs), inputs
 
-    shard = sorted(name for name in os.listdir(stages[0]) if name.startswith("shard."))[0]
-    with open(os.path.join(stages[0], shard), "r+b") as handle:
+    copy = shutil.copytree(stages[0], tmp_path / "broad")  # the notebooks read the demo's own shards
+    shard = sorted(name for name in os.listdir(copy) if name.startswith("shard."))[0]
+    with open(os.path.join(copy, shard), "r+b") as handle:
         handle.seek(100)
         handle.write(b"corrupted")
-    assert main(["mds", "verify", stages[0]]) == 3
+    assert main(["mds", "verify", str(copy)]) == 3
     assert "digest differs" in capsys.readouterr().out
 
 

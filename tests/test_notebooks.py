@@ -5,8 +5,6 @@ import os
 
 import pytest
 
-from pipelines.cli import main
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.py")))
 HEADER = "# Databricks notebook source"
@@ -22,22 +20,14 @@ def cells(path: str) -> list[str]:
     return [c for c in chunks if c and not all(line.startswith("# MAGIC") for line in c.splitlines())]
 
 
-@pytest.fixture(scope="module")
-def demo_lakehouse(tmp_path_factory):
-    lakehouse = str(tmp_path_factory.mktemp("notebooks") / "lakehouse")
-    os.environ.setdefault("MLFLOW_TRACKING_URI", os.environ["DATAPREP_TEST_MLFLOW_URI"])
-    assert main(["demo", "--lakehouse", lakehouse]) == 0
-    return lakehouse
-
-
 def test_there_are_the_four_notebooks_the_users_need():
     names = [os.path.basename(path) for path in NOTEBOOKS]
     assert names == ["01_explore_corpus.py", "02_threshold_what_if.py", "03_duplicate_clusters.py", "04_mixture.py"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_every_cell_runs_locally(path, demo_lakehouse, spark, monkeypatch, capsys):
-    monkeypatch.setenv("DATAPREP_LAKEHOUSE", demo_lakehouse)
+def test_every_cell_runs_locally(path, demo_run, spark, monkeypatch, capsys):
+    monkeypatch.setenv("DATAPREP_LAKEHOUSE", demo_run.lakehouse)
     namespace = {"__name__": "__main__", "spark": spark}
     code_cells = cells(path)
     assert len(code_cells) >= 2

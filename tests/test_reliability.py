@@ -159,12 +159,16 @@ def test_a_run_killed_in_every_stage_and_restarted_on_other_parallelism_ends_as_
     staging_after_mds_crash: list[list[str]] = []
 
     def crash_in_every_stage_then_finish() -> None:
+        # Each run resumes at the stage the previous one was killed in (`run --from`), reruns it to the end, then
+        # is killed inside the next stage.
+        resume_at = "ingest"
         for failpoint in FAILPOINTS:
-            exits[failpoint] = run_cli(["run", "--config", crashed], failpoint)
+            exits[failpoint] = run_cli(["run", "--config", crashed, "--from", resume_at], failpoint)
+            resume_at = failpoint.split(".")[0]
         # killed inside the MDS stage: the shards were written, but a reader finds no stage directory, only the
         # hidden staging one
         staging_after_mds_crash.append(os.listdir(os.path.dirname(stage_dir)))
-        exits["final"] = run_cli(["run", "--config", crashed])
+        exits["final"] = run_cli(["run", "--config", crashed, "--from", resume_at])
 
     # The crashing runs (their own processes) and the uninterrupted reference (in this one, local[2] and 2 shuffle
     # partitions) are independent: they run side by side.

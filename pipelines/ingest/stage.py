@@ -154,13 +154,15 @@ def run_ingest(spark: SparkSession, config: PipelineConfig, sources: Iterable[st
                         written = _merge_documents(documents.delta(), classified, run_id, ingested_at, updated)
                 return counts, written
 
-            for _ in range(3):
-                counts, written = retry_on_conflict(classify_and_merge, "ingest into bronze.documents")
-                if written == sum(c.ingested for c in counts.values()):
-                    break
-                # A concurrent run committed some of these documents between our classification and our MERGE
-                # (which then left them alone, so no row is doubled): classify again until the counts and the
-                # commit agree. Rows this run wrote in an earlier round are then counted as unchanged.
+            # A concurrent run may commit some of these documents between our classification and our MERGE (which
+            # then leaves them alone, so no row is doubled, but writes fewer rows than classified): classify again
+            # until the counts and the commit agree. Rows this run wrote in an earlier attempt then count as
+            # unchanged.
+            counts, written = retry_on_conflict(
+                classify_and_merge,
+                "ingest into bronze.documents",
+                again=lambda result: result[1] != sum(c.ingested for c in result[0].values()),
+            )
             with steps("merge_quarantine"):
                 retry_on_conflict(
                     lambda: _insert_new_quarantine(quarantine, rejected, run_id, ingested_at),
