@@ -28,8 +28,8 @@ class PipelineRun:
 
 def pipeline_runs(config: PipelineConfig) -> list[PipelineRun]:
     """Every pipeline run of the configured experiment, newest first."""
-    client = MlflowClient()
     experiment_id = configure(config)
+    client = MlflowClient()  # after configure: a client keeps the store that was current when it was made
     parents = client.search_runs(
         [experiment_id], filter_string="tags.`dataprep.stage` = 'pipeline'", order_by=["attributes.start_time DESC"]
     )

@@ -20,7 +20,9 @@ from pyspark.sql.types import TimestampType
 from test_filter_signals import prose
 
 from conftest import write_file, write_lines
+from pipelines import run_report
 from pipelines.cli import main
+from pipelines.config import load_config
 
 # Each entered once per run; the run before the last of them has committed everything up to it.
 FAILPOINTS = ["ingest.merge_quarantine", "filter.decide", "dedup.components", "tokenize.stats", "mds.publish"]
@@ -191,6 +193,9 @@ def test_a_run_killed_in_every_stage_and_restarted_on_other_parallelism_ends_as_
     assert len(documents) == len(set(documents))  # no row twice
     assert mds_files(stage_dir) == mds_files(f"{root}/reference/mds/r/main")
     assert not [name for name in os.listdir(f"{root}/crashed/mds/r") if name.startswith(".")]  # staging cleaned
+    # the last run's report says where it resumed, and shows only the stage it ran
+    last = run_report.find(load_config(crashed), None)
+    assert list(last.stages) == ["mds"] and ", from mds)" in run_report.summary(last).splitlines()[0]
 
 
 def test_two_ingests_into_the_same_tables_at_once_lose_and_double_nothing(spark, tmp_path):
