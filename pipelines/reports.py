@@ -4,7 +4,10 @@ tables and a readable summary page. Aggregations run in Spark; only the small re
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
+from collections.abc import Iterator
 
 import matplotlib
 
@@ -26,14 +29,15 @@ def log_inputs(tables: list[Table], context: str = "input") -> None:
             continue
         version = table.version()
         try:
-            dataset = mlflow.data.from_spark(
-                table.read().limit(0),
-                path=table.path if table.path else None,
-                table_name=table.full_name,
-                version=version,
-                name=f"{table.label}@v{version}",
-            )
-            mlflow.log_input(dataset, context=context)
+            with _without_schema_hints():
+                dataset = mlflow.data.from_spark(
+                    table.read().limit(0),
+                    path=table.path if table.path else None,
+                    table_name=table.full_name,
+                    version=version,
+                    name=f"{table.label}@v{version}",
+                )
+                mlflow.log_input(dataset, context=context)
         except Exception as error:  # lineage is a report, never a reason to fail a stage
             warnings.warn(f"could not log {table.label} as an MLflow input: {error}", stacklevel=2)
         mlflow.set_tag(f"dataprep.read.{table.label}", str(version))
@@ -45,11 +49,24 @@ def log_summary_page(title: str, text: str) -> None:
 
 
 def log_table(frame: pd.DataFrame, name: str) -> None:
-    with warnings.catch_warnings():
-        # mlflow infers a model-input schema for tables and warns that int columns cannot hold missing values:
-        # irrelevant to a report table, and noise in every stage's output.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+    with _without_schema_hints():
         mlflow.log_table(frame, artifact_file=f"tables/{name}.json")
+
+
+@contextlib.contextmanager
+def _without_schema_hints() -> Iterator[None]:
+    """mlflow infers a model-input schema for logged tables and datasets, warns that int columns cannot hold
+    missing values and logs that a map column has no schema it can infer: irrelevant to a report, and noise in every
+    stage's output."""
+    inference = logging.getLogger("mlflow.data.spark_dataset")
+    level = inference.level
+    inference.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+            yield
+    finally:
+        inference.setLevel(level)
 
 
 def histogram(frame: DataFrame, column: str, bins: int, name: str, title: str, log_x: bool = False) -> None:
