@@ -214,8 +214,7 @@ class StageFigures:
     name: str
     seconds: float
     documents: int
-    megabytes: float  # input
-    detail: str
+    megabytes: float  # input (millions of tokens for MDS)
 
     def per_core(self, cores: int) -> float:
         return self.megabytes / self.seconds / cores
@@ -266,7 +265,7 @@ def run_pipeline(config, raw_bytes: int) -> list[StageFigures]:
         summary = action()
         seconds = time.perf_counter() - began
         assert summary.reconciles, summary.format()
-        figures.append(StageFigures(name, seconds, documents, megabytes, summary.format().splitlines()[0]))
+        figures.append(StageFigures(name, seconds, documents, megabytes))
         print(summary.format(), f"\n[{name}: {seconds:.0f} s]", flush=True)
         return summary
 
@@ -282,10 +281,8 @@ def run_pipeline(config, raw_bytes: int) -> list[StageFigures]:
         figures[-1].megabytes = tokenize.bytes / 1e6
         web_tokens = sum(row["tokens"] for row in tokenize.by_slice if row["source"] == "web")
         set_stage_tokens(config.mds.mix, web_tokens)
-        mds = timed("mds", lambda: run_mds(spark, config, load_mix(config.mds.mix), config.mds.output), 0, 0.0)
-        figures[-1].documents = sum(stage.samples for stage in mds.stages)
-        figures[-1].megabytes = sum(stage.tokens_written for stage in mds.stages) / 1e6  # millions of tokens
-        figures[-1].detail += f"; tokenize wrote {tokenize.tokens:,} tokens"
+        mds = timed("mds", lambda: run_mds(spark, config, load_mix(config.mds.mix), config.mds.output), kept, 0.0)
+        figures[-1].megabytes = sum(stage.tokens_written for stage in mds.stages) / 1e6
     return figures
 
 
