@@ -11,8 +11,8 @@ setup(
     version="0.1.0",
     description="LLM pretraining data factory on Apache Spark and Delta Lake",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipelines", "pipelines.*", "trainer", "trainer.*"]),
-    package_data={"pipelines": ["defaults/*.yaml"]},
+    packages=find_packages(include=["dataprep", "dataprep.*", "pipelines", "pipelines.*", "trainer", "trainer.*"]),
+    package_data={"dataprep": ["defaults/*.yaml"]},
     install_requires=[
         "pyspark>=3.5.2,<4.2",
         "delta-spark>=3.2,<4.1",
@@ -32,5 +32,5 @@ setup(
         "test": ["pytest>=8", "deltalake>=1.0", "ruff"],
         "train": ["torch>=2.4"],
     },
-    entry_points={"console_scripts": ["dataprep=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["dataprep=dataprep.cli:main"]},
 )

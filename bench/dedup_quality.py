@@ -20,10 +20,12 @@ from pydoc_data.topics import topics
 
 from filters import _docstrings
 
-from pipelines.config import DedupConfig, SparkConfig, parse_config
+from dataprep.config import parse_config
+from dataprep.runner import run_stage
 from pipelines.dedup.minhash import Shingling
-from pipelines.dedup.stage import run_dedup
+from pipelines.dedup.settings import DedupConfig
 from pipelines.lakehouse import Lakehouse
+from pipelines.settings import SparkConfig
 from pipelines.spark import get_spark
 
 EDIT_RATES = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15)
@@ -99,7 +101,7 @@ def main() -> None:
         rows = [(doc_id, text, len(text), 0.5, True) for doc_id, text in documents]
         schema = "doc_id string, text string, n_chars long, quality_score double, keep boolean"
         Lakehouse(spark, config.lakehouse).table("silver.documents").overwrite(spark.createDataFrame(rows, schema))
-        run_dedup(spark, config)
+        run_stage("dedup", spark, config)
         clusters: dict[str, list[str]] = {}
         for row in Lakehouse(spark, config.lakehouse).table("silver.dedup").read().collect():
             clusters.setdefault(row.cluster_id, []).append(row.doc_id)

@@ -23,8 +23,9 @@ import orjson
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from pipelines.config import PipelineConfig, SparkConfig, parse_config
-from pipelines.ingest.stage import run_ingest
+from dataprep.config import PipelineConfig, parse_config
+from dataprep.runner import run_stage
+from pipelines.settings import SparkConfig
 from pipelines.spark import get_spark
 
 
@@ -55,9 +56,9 @@ def time_ours(corpus: str, work: str, cores: int) -> tuple[float, str]:
     warm_up = os.path.join(work, "warm-up")
     os.makedirs(warm_up)
     write_corpus(warm_up, total_mb=5, files=2, seed=1)
-    run_ingest(spark, _config(warm_up, os.path.join(work, "lakehouse-warm-up")))
+    run_stage("ingest", spark, _config(warm_up, os.path.join(work, "lakehouse-warm-up")))
     started = time.perf_counter()
-    summary = run_ingest(spark, _config(corpus, os.path.join(work, "lakehouse")))
+    summary = run_stage("ingest", spark, _config(corpus, os.path.join(work, "lakehouse")))
     elapsed = time.perf_counter() - started
     assert summary.reconciles and summary.sources["bench"].quarantined == 0, summary.format()
     return elapsed, summary.format().splitlines()[0]

@@ -26,11 +26,12 @@ import numpy as np
 from datasketch import MinHash
 from filters import corpus
 
+from dataprep.config import parse_config
+from dataprep.runner import run_stage
 from peer_env import run_peer_script
-from pipelines.config import SparkConfig, parse_config
 from pipelines.dedup.minhash import MinHasher, Shingling
-from pipelines.dedup.stage import run_dedup
 from pipelines.lakehouse import Lakehouse
+from pipelines.settings import SparkConfig
 from pipelines.spark import get_spark
 
 BATCH = 512
@@ -74,7 +75,7 @@ def spark_end_to_end(texts: list[str], cores: int) -> float:
             )
             Lakehouse(spark, config.lakehouse).table("silver.documents").overwrite(frame)
             started = time.perf_counter()
-            summary = run_dedup(spark, config)
+            summary = run_stage("dedup", spark, config)
             seconds = time.perf_counter() - started
             assert summary.reconciles, summary.format()
     return seconds

@@ -37,18 +37,14 @@ import numpy as np
 import orjson
 import yaml
 
-from pipelines.config import load_config
-from pipelines.dedup.stage import run_dedup
-from pipelines.filter.stage import run_filter
-from pipelines.ingest.stage import run_ingest
+from dataprep.config import load_config
+from dataprep.runner import pipeline, run_stage
+from pipelines import tables
 from pipelines.lakehouse import Lakehouse
-from pipelines.mds.mixes import load_mix
-from pipelines.mds.stage import run_mds
 from pipelines.spark import get_spark
-from pipelines.tokenize.stage import run_tokenize
-from pipelines.tracking import pipeline_run
+from pipelines.stages import STAGE_NAMES, STAGES
+from pipelines.tables import TableSpec
 
-STAGES = ("ingest", "filter", "dedup", "tokenize", "mds")
 FILE_BYTES = 128 * 1_000_000
 POOL_SENTENCES = 1_000_000
 NEAR_DUPLICATE, EXACT_COPY, MALFORMED = 0.08, 0.02, 0.001
@@ -204,8 +200,8 @@ def set_stage_tokens(mix_path: str, web_tokens: int) -> None:
         yaml.safe_dump(mix, handle)
 
 
-def table_totals(lakehouse: Lakehouse, name: str, where: str = "true", size: str = "octet_length(text)"):
-    row = lakehouse.table(name).read().where(where).selectExpr("count(*) AS n", f"sum({size}) AS bytes").first()
+def table_totals(lakehouse: Lakehouse, table: TableSpec, where: str = "true", size: str = "octet_length(text)"):
+    row = lakehouse.table(table).read().where(where).selectExpr("count(*) AS n", f"sum({size}) AS bytes").first()
     return int(row["n"]), int(row["bytes"] or 0)
 
 
@@ -254,35 +250,43 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def stage_input(name: str, lakehouse: Lakehouse, summary, raw_bytes: int) -> tuple[int, float]:
+    """(documents, MB) a stage took in (millions of tokens for MDS), measured before it ran (no summary) or after."""
+    if summary is None:
+        if name == "filter":
+            documents, size = table_totals(lakehouse, tables.BRONZE_DOCUMENTS)
+            return documents, size / 1e6
+        if name == "dedup":
+            documents, size = table_totals(lakehouse, tables.SILVER_DOCUMENTS, "keep")
+            return documents, size / 1e6
+        return 0, 0.0
+    kept = lambda: lakehouse.table(tables.SILVER_DEDUP).read().where("keep").count()  # noqa: E731
+    return {
+        "ingest": lambda: (sum(c.read for c in summary.sources.values()), raw_bytes / 1e6),
+        "tokenize": lambda: (kept(), summary.bytes / 1e6),
+        "mds": lambda: (kept(), sum(stage.tokens_written for stage in summary.stages) / 1e6),
+    }.get(name, lambda: (0, 0.0))()
+
+
 def run_pipeline(config, raw_bytes: int) -> list[StageFigures]:
+    """Every registered stage in order, timed, inside one pipeline run."""
     spark = get_spark(config.spark)
     spark.sparkContext.setLogLevel("ERROR")
     lakehouse = Lakehouse(spark, config.lakehouse)
     figures = []
-
-    def timed(name: str, action, documents: int, megabytes: float) -> object:
-        began = time.perf_counter()
-        summary = action()
-        seconds = time.perf_counter() - began
-        assert summary.reconciles, summary.format()
-        figures.append(StageFigures(name, seconds, documents, megabytes))
-        print(summary.format(), f"\n[{name}: {seconds:.0f} s]", flush=True)
-        return summary
-
-    with pipeline_run(config):
-        ingest = timed("ingest", lambda: run_ingest(spark, config), 0, raw_bytes / 1e6)
-        figures[-1].documents = sum(c.read for c in ingest.sources.values())
-        documents, size = table_totals(lakehouse, "bronze.documents")
-        timed("filter", lambda: run_filter(spark, config), documents, size / 1e6)
-        documents, size = table_totals(lakehouse, "silver.documents", "keep")
-        timed("dedup", lambda: run_dedup(spark, config), documents, size / 1e6)
-        kept = lakehouse.table("silver.dedup").read().where("keep").count()
-        tokenize = timed("tokenize", lambda: run_tokenize(spark, config), kept, 0.0)
-        figures[-1].megabytes = tokenize.bytes / 1e6
-        web_tokens = sum(row["tokens"] for row in tokenize.by_slice if row["source"] == "web")
-        set_stage_tokens(config.mds.mix, web_tokens)
-        mds = timed("mds", lambda: run_mds(spark, config, load_mix(config.mds.mix), config.mds.output), kept, 0.0)
-        figures[-1].megabytes = sum(stage.tokens_written for stage in mds.stages) / 1e6
+    with pipeline(config):
+        for spec in STAGES:
+            documents, megabytes = stage_input(spec.name, lakehouse, None, raw_bytes)
+            began = time.perf_counter()
+            summary = run_stage(spec.name, spark, config)
+            seconds = time.perf_counter() - began
+            assert summary.reconciles, summary.format()
+            after = stage_input(spec.name, lakehouse, summary, raw_bytes)
+            documents, megabytes = documents or after[0], megabytes or after[1]
+            figures.append(StageFigures(spec.name, seconds, documents, megabytes))
+            print(summary.format(), f"\n[{spec.name}: {seconds:.0f} s]", flush=True)
+            if spec.name == "tokenize":  # the mix's budget follows what the corpus turned out to hold
+                set_stage_tokens(config.mds.mix, sum(r["tokens"] for r in summary.by_slice if r["source"] == "web"))
     return figures
 
 
@@ -334,7 +338,7 @@ def rates_from_result(path: str) -> tuple[dict[str, float], int]:
     with open(path, encoding="utf-8") as handle:
         line = [line for line in handle if line.startswith("RESULT ")][-1]
     values = dict(pair.split("=", 1) for pair in line.split()[1:])
-    rates = {stage: float(values[f"{stage}_{'mtok' if stage == 'mds' else 'mb'}_s_per_core"]) for stage in STAGES}
+    rates = {stage: float(values[f"{stage}_{'mtok' if stage == 'mds' else 'mb'}_s_per_core"]) for stage in STAGE_NAMES}
     return rates, int(values["cores"])
 
 

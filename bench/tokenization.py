@@ -22,10 +22,11 @@ import numpy as np
 import tiktoken
 from filters import corpus
 
-from pipelines.config import SparkConfig, parse_config
+from dataprep.config import parse_config
+from dataprep.runner import run_stage
 from pipelines.lakehouse import Lakehouse
+from pipelines.settings import SparkConfig
 from pipelines.spark import get_spark
-from pipelines.tokenize.stage import run_tokenize
 
 
 def documents(megabytes: float) -> list[str]:
@@ -63,7 +64,7 @@ def stage_seconds(spark, work: str, texts: list[str]) -> tuple[float, str]:
     )
     lakehouse.table("silver.dedup").overwrite(dedup)
     started = time.perf_counter()
-    summary = run_tokenize(spark, config)
+    summary = run_stage("tokenize", spark, config)
     seconds = time.perf_counter() - started
     assert summary.reconciles and summary.tokenized == len(texts), summary.format()
     print(summary.format().splitlines()[0])

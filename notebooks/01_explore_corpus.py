@@ -9,8 +9,8 @@
 
 from pyspark.sql import functions as F
 
+from dataprep.notebook import Notebook
 from pipelines.lakehouse import Lakehouse
-from pipelines.notebook import Notebook
 
 notebook = Notebook(globals())
 config = notebook.config()

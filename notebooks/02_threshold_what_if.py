@@ -9,8 +9,9 @@
 
 import dataclasses
 
+from dataprep.notebook import Notebook
 from pipelines.filter.stage import redecide
-from pipelines.notebook import Notebook
+from pipelines.lakehouse import Lakehouse
 
 notebook = Notebook(globals())
 config = notebook.config()
@@ -24,7 +25,7 @@ rules = tuple(
     dataclasses.replace(rule, min=new_min) if rule.name == rule_name else rule for rule in config.filter.rules
 )
 assert any(rule.name == rule_name for rule in rules), f"no rule named {rule_name}"
-what_if = dataclasses.replace(config, filter=dataclasses.replace(config.filter, rules=rules))
-to_drop, to_keep, reasons = redecide(spark, what_if, dry_run=True)
+what_if = dataclasses.replace(config.filter, rules=rules)
+to_drop, to_keep, reasons = redecide(Lakehouse(spark, config.lakehouse), what_if, dry_run=True)
 print(f"{rule_name}.min = {new_min}: {to_drop} kept documents would be dropped, {to_keep} dropped ones kept")
 notebook.show(sorted(reasons.items(), key=lambda item: -item[1])[:15])

@@ -11,10 +11,10 @@ import os
 
 import pandas as pd
 
+from dataprep.notebook import Notebook
 from pipelines.mds.format import iter_samples
 from pipelines.mds.mixes import load_mix
 from pipelines.mds.verify import verify
-from pipelines.notebook import Notebook
 from pipelines.tokenize.tokenizer import encoding
 
 notebook = Notebook(globals())

@@ -1,8 +1,8 @@
 """Named Delta tables, wherever the lakehouse lives.
 
-Stages speak of tables by their medallion name (`bronze.documents`). Locally that is a Delta directory under the
-lakehouse root (`<root>/bronze/documents`); with Unity Catalog configured it is `<catalog>.<schema>.bronze_documents`.
-Nothing else in the code needs to know which.
+Stages speak of tables by their declaration (pipelines/tables.py), whose name is medallion-style
+(`bronze.documents`). Locally that is a Delta directory under the lakehouse root (`<root>/bronze/documents`); with
+Unity Catalog configured it is `<catalog>.<schema>.bronze_documents`. Nothing else in the code needs to know which.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import delta.exceptions.captured  # noqa: F401  (turns Delta's JVM commit confli
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql import functions as F
 
-from pipelines.config import LakehouseConfig
+from pipelines.settings import LakehouseConfig
+from pipelines.tables import TableSpec, table_spec
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,10 @@ class Table:
     """One Delta table of the lakehouse: `layer.name` plus where it is stored."""
 
     spark: SparkSession
-    layer: str
-    name: str
+    label: str  # layer.name
     path: str | None  # local/object-store location; None for a Unity Catalog managed table
     full_name: str | None  # catalog.schema.table; None for a path table
-
-    @property
-    def label(self) -> str:
-        return f"{self.layer}.{self.name}"
+    spec: TableSpec | None = None  # None for a staging table, whose schema is whatever its writer wrote
 
     @property
     def sql_name(self) -> str:
@@ -49,10 +46,17 @@ class Table:
             return self.spark.catalog.tableExists(self.full_name)
         return DeltaTable.isDeltaTable(self.spark, self.path)
 
-    def create_if_missing(self, schema: StructType, comment: str) -> None:
-        builder = DeltaTable.createIfNotExists(self.spark).addColumns(schema).comment(comment)
+    def create_if_missing(self) -> None:
+        """Creates the table as declared, unless it exists; an existing table gains the declared nullable columns it
+        lacks (a column added to a declaration reaches tables made before it, as nulls)."""
+        assert self.spec is not None, f"{self.label} has no declaration to create it from"
+        builder = DeltaTable.createIfNotExists(self.spark).addColumns(self.spec.spark_schema())
+        builder = builder.comment(self.spec.description)
         builder = builder.tableName(self.full_name) if self.full_name else builder.location(self.path)
+        self._create(builder)
+        self._add_missing_columns()
 
+    def _create(self, builder) -> None:
         # Two runs starting together both try to create the table. The loser sees a commit conflict, or a location
         # the winner has begun to write but not yet committed: it waits and finds the table there.
         for attempt in range(1, _ATTEMPTS + 1):
@@ -72,6 +76,20 @@ class Table:
                     jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
                 _back_off(attempt)
 
+    def _add_missing_columns(self) -> None:
+        present = set(self.read().columns)
+        missing = [f for f in self.spec.spark_schema().fields if f.name not in present]
+        if not missing:
+            return
+        required = [f.name for f in missing if not f.nullable]
+        if required:
+            raise RuntimeError(f"{self.label} lacks the required column(s) {required}: it was made by another version")
+        columns = ", ".join(
+            f"`{f.name}` {f.dataType.simpleString()} COMMENT '{f.metadata['comment'].replace(chr(39), '')}'"
+            for f in missing
+        )
+        self.spark.sql(f"ALTER TABLE {self.sql_name} ADD COLUMNS ({columns})")
+
     def delta(self) -> DeltaTable:
         if self.full_name:
             return DeltaTable.forName(self.spark, self.full_name)
@@ -86,9 +104,21 @@ class Table:
         writer = frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
         writer.saveAsTable(self.full_name) if self.full_name else writer.save(self.path)
 
-    def append(self, frame: DataFrame) -> None:
+    def append(self, frame: DataFrame, commit_metadata: str | None = None) -> None:
+        """Appends rows; `commit_metadata` tags the commit (Delta's userMetadata) so that `commit_metrics` finds it."""
         writer = frame.write.format("delta").mode("append")
+        if commit_metadata is not None:
+            writer = writer.option("userMetadata", commit_metadata)
         writer.saveAsTable(self.full_name) if self.full_name else writer.save(self.path)
+
+    def commit_metrics(self, commit_metadata: str) -> dict[str, str]:
+        """The operation metrics of the newest commit tagged `commit_metadata` (not merely the newest commit, which
+        may be a concurrent writer's)."""
+        history = self.delta().history(_HISTORY_SEARCHED).where(F.col("userMetadata") == commit_metadata)
+        row = history.orderBy(F.desc("version")).select("operationMetrics").first()
+        if row is None:
+            raise RuntimeError(f"{self.label}: no commit tagged {commit_metadata!r} among the last {_HISTORY_SEARCHED}")
+        return dict(row[0])
 
     def drop(self) -> None:
         if self.full_name:
@@ -106,14 +136,24 @@ class Lakehouse:
         self.spark = spark
         self.config = config
 
-    def table(self, label: str) -> Table:
+    def table(self, spec: TableSpec | str) -> Table:
+        """A declared table, by its declaration or its name (`"silver.documents"`, for notebooks and tests)."""
+        if isinstance(spec, str):
+            spec = table_spec(spec)
+        return self._named(spec.name, spec)
+
+    def staging(self, name: str) -> Table:
+        """A scratch table of one run (`staging.<name>`), dropped by the run that made it."""
+        return self._named(f"staging.{name}", None)
+
+    def _named(self, label: str, spec: TableSpec | None) -> Table:
         layer, _, name = label.partition(".")
         if not layer or not name:
             raise ValueError(f"table names are 'layer.name' such as 'bronze.documents', got {label!r}")
         if self.config.uses_unity_catalog:
             full_name = f"{self.config.catalog}.{self.config.schema}.{layer}_{name}"
-            return Table(self.spark, layer, name, path=None, full_name=full_name)
-        return Table(self.spark, layer, name, path=os.path.join(self.config.root, layer, name), full_name=None)
+            return Table(self.spark, label, path=None, full_name=full_name, spec=spec)
+        return Table(self.spark, label, path=os.path.join(self.config.root, layer, name), full_name=None, spec=spec)
 
 
 Result = TypeVar("Result")
@@ -145,6 +185,7 @@ def retry_on_conflict(
 
 
 _ATTEMPTS = 8
+_HISTORY_SEARCHED = 100  # commits searched for one's own (concurrent writers commit in between)
 # Delta's Python conflict classes each derive from PySparkException alone (not from their common base), so
 # catching the base misses them: every one is named.
 COMMIT_CONFLICTS = tuple(getattr(delta.exceptions, name) for name in delta.exceptions.__all__)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from pipelines.config import ConfigError, PipelineConfig
+from pipelines.settings import ConfigError, MlflowConfig
 from pipelines.tracking import configure
 
 
@@ -26,9 +26,9 @@ class PipelineRun:
         return self.run.info.run_id
 
 
-def pipeline_runs(config: PipelineConfig) -> list[PipelineRun]:
+def pipeline_runs(settings: MlflowConfig) -> list[PipelineRun]:
     """Every pipeline run of the configured experiment, newest first."""
-    experiment_id = configure(config)
+    experiment_id = configure(settings)
     client = MlflowClient()  # after configure: a client keeps the store that was current when it was made
     parents = client.search_runs(
         [experiment_id], filter_string="tags.`dataprep.stage` = 'pipeline'", order_by=["attributes.start_time DESC"]
@@ -45,16 +45,16 @@ def pipeline_runs(config: PipelineConfig) -> list[PipelineRun]:
     return result
 
 
-def find(config: PipelineConfig, run_id: str | None) -> PipelineRun:
+def find(settings: MlflowConfig, run_id: str | None) -> PipelineRun:
     """The pipeline run with this id (or id prefix), or the latest."""
-    runs = pipeline_runs(config)
+    runs = pipeline_runs(settings)
     if run_id:
         for candidate in runs:
             if candidate.run_id.startswith(run_id):
                 return candidate
-        raise ConfigError(f"no pipeline run {run_id!r} in experiment {config.mlflow.experiment!r}")
+        raise ConfigError(f"no pipeline run {run_id!r} in experiment {settings.experiment!r}")
     if not runs:
-        raise ConfigError(f"experiment {config.mlflow.experiment!r} has no pipeline run yet: run `dataprep run`")
+        raise ConfigError(f"experiment {settings.experiment!r} has no pipeline run yet: run `dataprep run`")
     return runs[0]
 
 

@@ -16,7 +16,7 @@ import os
 
 from pyspark.sql import SparkSession
 
-from pipelines.config import SparkConfig
+from pipelines.settings import SparkConfig
 
 DELTA_SQL_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

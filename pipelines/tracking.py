@@ -7,7 +7,6 @@ Databricks set `mlflow.tracking_uri: databricks`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import os
 import time
@@ -17,22 +16,22 @@ from typing import Any
 import mlflow
 from mlflow.entities import Run
 
-from pipelines.config import PipelineConfig
 from pipelines.faults import failpoint
+from pipelines.settings import MlflowConfig
 
 PARENT_RUN_ENV = "DATAPREP_PARENT_RUN_ID"
 
 
-def configure(config: PipelineConfig) -> str:
+def configure(settings: MlflowConfig) -> str:
     """Points MLflow at the configured store and experiment; returns the experiment id."""
-    if config.mlflow.tracking_uri.startswith("sqlite:"):
-        os.makedirs(os.path.dirname(config.mlflow.tracking_uri.removeprefix("sqlite:///")), exist_ok=True)
-    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
-    with _store_lock(config.mlflow.tracking_uri):
-        experiment = mlflow.get_experiment_by_name(config.mlflow.experiment)
+    if settings.tracking_uri.startswith("sqlite:"):
+        os.makedirs(os.path.dirname(settings.tracking_uri.removeprefix("sqlite:///")), exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with _store_lock(settings.tracking_uri):
+        experiment = mlflow.get_experiment_by_name(settings.experiment)
         if experiment is not None:
             return experiment.experiment_id
-        return mlflow.create_experiment(config.mlflow.experiment, artifact_location=config.mlflow.artifact_location)
+        return mlflow.create_experiment(settings.experiment, artifact_location=settings.artifact_location)
 
 
 @contextlib.contextmanager
@@ -52,13 +51,13 @@ def _store_lock(tracking_uri: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def pipeline_run(config: PipelineConfig, name: str = "pipeline") -> Iterator[Run]:
-    """The parent MLflow run of a whole pipeline: the resolved config as parameters and as config.json; each stage
-    run opened inside it is its child."""
-    experiment_id = configure(config)
+def pipeline_run(settings: MlflowConfig, lakehouse: str, resolved: dict[str, Any], name: str = "pipeline"
+                 ) -> Iterator[Run]:  # fmt: skip
+    """The parent MLflow run of a whole pipeline: the resolved config (a dict) as parameters and as config.json;
+    each stage run opened inside it is its child. Runs are tagged with the lakehouse root they worked on."""
+    experiment_id = configure(settings)
     with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
-        resolved = dataclasses.asdict(config)
-        mlflow.set_tags({"dataprep.stage": name, "dataprep.lakehouse": config.lakehouse.root})
+        mlflow.set_tags({"dataprep.stage": name, "dataprep.lakehouse": lakehouse})
         mlflow.log_params({key: _param_value(value) for key, value in _flatten(resolved).items()})
         mlflow.log_dict(resolved, "config.json")
         yield run
@@ -74,16 +73,16 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def stage_run(config: PipelineConfig, stage: str, params: Mapping[str, Any]) -> Iterator[Run]:
+def stage_run(settings: MlflowConfig, lakehouse: str, stage: str, params: Mapping[str, Any]) -> Iterator[Run]:
     """An MLflow run for one stage; nested under the active run when a pipeline run is open (or under the run that
     $DATAPREP_PARENT_RUN_ID names)."""
-    experiment_id = configure(config)
+    experiment_id = configure(settings)
     nested = mlflow.active_run() is not None
     # A stage run in another process (the trainer, started by `dataprep run`) names its parent through the
     # environment.
     parent = None if nested else os.environ.get(PARENT_RUN_ENV)
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, nested=nested, parent_run_id=parent) as run:
-        mlflow.set_tags({"dataprep.stage": stage, "dataprep.lakehouse": config.lakehouse.root})
+        mlflow.set_tags({"dataprep.stage": stage, "dataprep.lakehouse": lakehouse})
         mlflow.log_params({key: _param_value(value) for key, value in params.items()})
         yield run
 

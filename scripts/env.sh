@@ -35,10 +35,13 @@ _ensure_venv() {
     "$venv/bin/python" -m pip install --quiet --no-deps -r "$DATAPREP_REPO/requirements/no-deps.txt" || return 1
     touch "$venv/.complete"
   fi
-  # The editable install is cheap and points at whichever checkout sources this script (CI clones elsewhere).
-  if [ ! -x "$venv/bin/dataprep" ] || ! (cd / && "$venv/bin/python" -c 'import pipelines, os, sys; sys.exit(0 if os.path.dirname(os.path.dirname(pipelines.__file__)) == sys.argv[1] else 1)' "$DATAPREP_REPO" 2>/dev/null); then
+  # The editable install is cheap and points at whichever checkout sources this script (CI clones elsewhere); it is
+  # redone when setup.py changed (packages, entry points), which it reads only at install time.
+  if [ ! -x "$venv/bin/dataprep" ] || ! cmp -s "$DATAPREP_REPO/setup.py" "$venv/editable-setup.py" \
+    || ! (cd / && "$venv/bin/python" -c 'import dataprep, os, sys; sys.exit(0 if os.path.dirname(os.path.dirname(dataprep.__file__)) == sys.argv[1] else 1)' "$DATAPREP_REPO" 2>/dev/null); then
     "$venv/bin/python" -m pip install --quiet --no-deps -e "$DATAPREP_REPO" >"$venv/editable-install.log" 2>&1 \
       || { cat "$venv/editable-install.log" >&2; return 1; }
+    cp "$DATAPREP_REPO/setup.py" "$venv/editable-setup.py"
   fi
   DATAPREP_VENV="$venv"
 }

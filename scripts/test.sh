@@ -6,6 +6,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ensure_torch_env || { echo "[env] installing the PyTorch environment failed (see above)" >&2; exit 1; }
 cd "$DATAPREP_REPO"
-ruff check pipelines trainer tests bench jobs notebooks
+ruff check dataprep pipelines trainer tests bench jobs notebooks
 python -m pytest -q --durations=10 "$@" tests --ignore=tests/trainer
-"$DATAPREP_TORCH_PYTHON" -m pytest -q --noconftest -p no:cacheprovider tests/trainer
+"$DATAPREP_TORCH_PYTHON" -m pytest -q -p no:cacheprovider tests/trainer

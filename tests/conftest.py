@@ -1,16 +1,22 @@
-"""One real local Spark session (with Delta) for the whole test run; fixtures write their own input files."""
+"""One real local Spark session (with Delta) for the whole test run; fixtures write their own input files.
+
+Helpers several test modules use (config builder, file writers, prose generator) are fixtures that return the
+function, so that test modules never import one another or this file; they are pure functions, so session-scoped,
+which lets module-scoped fixtures use them too."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from pipelines.config import PipelineConfig, parse_config
+from dataprep.config import PipelineConfig, parse_config
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,7 +30,7 @@ def shared_mlflow_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def spark():
-    from pipelines.config import SparkConfig
+    from pipelines.settings import SparkConfig
     from pipelines.spark import get_spark
 
     session = get_spark(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=2))
@@ -43,7 +49,7 @@ class DemoRun:
 def demo_run(tmp_path_factory, spark) -> DemoRun:
     """`dataprep demo` once (training 12 steps) for every test that reads what it leaves: the CLI's and the
     notebooks'. Those tests must not change it."""
-    from pipelines.cli import main
+    from dataprep.cli import main
 
     # The demo ends by training in the PyTorch environment (scripts/test.sh exports its interpreter).
     assert os.environ.get("DATAPREP_TORCH_PYTHON"), "run the suite with scripts/test.sh (it builds the torch env)"
@@ -54,27 +60,71 @@ def demo_run(tmp_path_factory, spark) -> DemoRun:
     return DemoRun(lakehouse, output.getvalue())
 
 
-def make_config(root: str, sources: list[dict[str, Any]], **sections: Any) -> PipelineConfig:
-    """A validated config whose lakehouse and MLflow store live under `root`."""
-    raw = {
-        "lakehouse": {"root": os.path.join(root, "lakehouse")},
-        "mlflow": {"tracking_uri": os.environ["DATAPREP_TEST_MLFLOW_URI"]},
-        "sources": sources,
-        **sections,
-    }
-    return parse_config(raw)
+@pytest.fixture(scope="session")
+def make_config() -> Callable[..., PipelineConfig]:
+    """`make_config(root, sources, **sections)`: a validated config whose lakehouse and MLflow store live under
+    `root`."""
+
+    def build(root: str, sources: list[dict[str, Any]], **sections: Any) -> PipelineConfig:
+        raw = {
+            "lakehouse": {"root": os.path.join(root, "lakehouse")},
+            "mlflow": {"tracking_uri": os.environ["DATAPREP_TEST_MLFLOW_URI"]},
+            "sources": sources,
+            **sections,
+        }
+        return parse_config(raw)
+
+    return build
 
 
-def write_lines(path: str, lines: list[bytes | str]) -> str:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as handle:
-        for line in lines:
-            handle.write((line.encode("utf-8") if isinstance(line, str) else line) + b"\n")
-    return path
+@pytest.fixture(scope="session")
+def write_lines() -> Callable[[str, list[bytes | str]], str]:
+    """`write_lines(path, lines)`: writes each line (text as UTF-8, bytes as given) and a newline after it, making the
+    parent directories; returns `path`."""
+
+    def write(path: str, lines: list[bytes | str]) -> str:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            for line in lines:
+                handle.write((line.encode("utf-8") if isinstance(line, str) else line) + b"\n")
+        return path
+
+    return write
 
 
-def write_file(path: str, data: bytes | str) -> str:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-    return path
+@pytest.fixture(scope="session")
+def write_file() -> Callable[[str, bytes | str], str]:
+    """`write_file(path, data)`: writes `data` (text as UTF-8, bytes as given), making the parent directories;
+    returns `path`."""
+
+    def write(path: str, data: bytes | str) -> str:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        return path
+
+    return write
+
+
+PROSE_VOCABULARY = (
+    "river stone garden window morning letter market bridge harbor lantern valley orchard meadow village "
+    "teacher painter sailor farmer baker doctor writer builder walked carried opened noticed followed "
+    "remembered painted gathered quiet golden narrow ancient gentle bright heavy distant early"
+).split()
+PROSE_STOP_WORDS = ["the", "of", "and", "to", "with", "that"]
+
+
+@pytest.fixture(scope="session")
+def prose() -> Callable[..., str]:
+    """`prose(sentences, seed=0, words_per_sentence=10)`: varied English-like prose (stop words, terminal punctuation,
+    no repeated n-grams to speak of, three sentences a line); the same text for the same arguments."""
+
+    def generate(sentences: int, seed: int = 0, words_per_sentence: int = 10) -> str:
+        rng = random.Random(seed)
+        out = []
+        for _ in range(sentences):
+            words = [rng.choice(PROSE_VOCABULARY if j % 3 else PROSE_STOP_WORDS) for j in range(words_per_sentence)]
+            out.append(" ".join(words).capitalize() + ".")
+        return "\n".join(" ".join(out[i : i + 3]) for i in range(0, len(out), 3))
+
+    return generate

@@ -10,11 +10,11 @@ import sys
 import mlflow
 import yaml
 
-from conftest import write_lines
+from dataprep.cli import EXIT_BAD_INPUT, demo_config, main
+from dataprep.demo import build_demo_corpus
 from pipelines import run_report
-from pipelines.cli import EXIT_BAD_INPUT, demo_config, main
-from pipelines.demo import build_demo_corpus
 from pipelines.lakehouse import Lakehouse
+from pipelines.stages import STAGE_NAMES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,7 +50,7 @@ def test_a_missing_input_path_exits_2_before_reading_anything(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "lakehouse" / "bronze")
 
 
-def test_ingest_command_runs_the_stage_and_prints_a_reconciled_summary(spark, tmp_path, capsys):
+def test_ingest_command_runs_the_stage_and_prints_a_reconciled_summary(spark, tmp_path, capsys, write_lines):
     write_lines(str(tmp_path / "in" / "a.jsonl"), ['{"text": "one"}', "not json"])
     config = write_config(tmp_path, [{"name": "web", "format": "jsonl", "paths": str(tmp_path / "in")}])
     assert main(["ingest", "--config", config]) == 0
@@ -59,7 +59,7 @@ def test_ingest_command_runs_the_stage_and_prints_a_reconciled_summary(spark, tm
     assert " ok" in out
 
 
-def test_spark_submit_runs_the_job_entry_point(tmp_path):
+def test_spark_submit_runs_the_job_entry_point(tmp_path, write_lines):
     write_lines(str(tmp_path / "in" / "a.jsonl"), ['{"text": "submitted"}'])
     config = write_config(
         tmp_path, [{"name": "web", "format": "jsonl", "paths": str(tmp_path / "in")}], spark={"master": "local[9]"}
@@ -100,7 +100,7 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(demo_run, spark, 
     assert tokens.read().count() > 1000
     stages = [os.path.join(config.mds.output, "demo", stage) for stage in ("broad", "anneal")]
     for stage in stages:
-        assert main(["mds", "verify", stage]) == 0
+        assert main(["verify", stage]) == 0
     assert "stage broad [written]" in first and "stage anneal [written]" in first and "SHORT" not in first
     with open(os.path.join(stages[0], "manifest.json")) as handle:
         prose = {c["name"]: c for c in json.load(handle)["components"]}["prose"]
@@ -114,13 +114,13 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(demo_run, spark, 
 
     assert main(["report", "--lakehouse", lakehouse]) == 0
     report = capsys.readouterr().out
-    for stage in ("ingest", "filter", "dedup", "tokenize", "mds"):
+    for stage in STAGE_NAMES:
         assert f"  {stage}: FINISHED, reconciles=true" in report
     assert "  train: FINISHED" in report
     assert main(["report", "--lakehouse", lakehouse, "--compare"]) == 0
     comparison = capsys.readouterr().out
     assert "settings: unchanged" in comparison and "  filter: " in comparison
-    latest = run_report.find(config, None)
+    latest = run_report.find(config.mlflow, None)
     expected = {
         "filter": ["plots/quality_score.png", "plots/length.png", "plots/drops_by_rule.png", "summary.md"],
         "dedup": ["plots/cluster_sizes.png", "summary.md"],
@@ -154,7 +154,7 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(demo_run, spark, 
     with open(os.path.join(copy, shard), "r+b") as handle:
         handle.seek(100)
         handle.write(b"corrupted")
-    assert main(["mds", "verify", str(copy)]) == 3
+    assert main(["verify", str(copy)]) == 3
     assert "digest differs" in capsys.readouterr().out
 
 
@@ -168,11 +168,11 @@ def test_train_without_pytorch_says_how_to_get_it(tmp_path, monkeypatch, capsys)
 def test_train_before_the_mix_was_written_is_bad_input(tmp_path, capfd):
     assert os.environ.get("DATAPREP_TORCH_PYTHON"), "run the suite with scripts/test.sh (it builds the torch env)"
     assert main(["train", "--demo-lakehouse", str(tmp_path)]) == EXIT_BAD_INPUT
-    assert "run `dataprep mds write` for mix 'demo' first" in capfd.readouterr().err
+    assert "run `dataprep mds` for mix 'demo' first" in capfd.readouterr().err
 
 
 def test_unity_catalog_tables_are_named_catalog_schema_layer_name():
-    from pipelines.config import LakehouseConfig
+    from pipelines.settings import LakehouseConfig
 
     table = Lakehouse(None, LakehouseConfig(root="/unused", catalog="main", schema="llm")).table("bronze.documents")
     assert (table.full_name, table.path) == ("main.llm.bronze_documents", None)

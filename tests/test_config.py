@@ -2,7 +2,8 @@ import os
 
 import pytest
 
-from pipelines.config import ConfigError, expand_env, load_config, parse_config
+from dataprep.config import load_config, parse_config
+from pipelines.settings import ConfigError, expand_env
 
 SOURCE = {"name": "web", "format": "jsonl", "paths": ["/data/*.jsonl"]}
 
@@ -52,6 +53,14 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypa
         ({"sources": "web"}, "sources: expected list, got str"),
         ({"sources": [SOURCE], "filter": {"rules": [{"name": "nope", "max": 1}]}}, "'nope' is not a built-in rule"),
         ({"sources": [SOURCE], "filter": {"quality": {"positive_sources": ["web"]}}}, "go together"),
+        (
+            {"sources": [SOURCE], "filter": {"rules": [{"name": "mine", "signal": "gopher_wrods", "max": 1}]}},
+            "filter.rules (mine): unknown signal 'gopher_wrods'; the signals are: c4_curly_brace, ",
+        ),
+        (
+            {"sources": [SOURCE], "filter": {"rules": [{"name": "gopher_word_count", "kinds": ["code"]}]}},
+            "filter.rules (gopher_word_count): applies to code documents, but 'gopher_words' is computed for text",
+        ),
         (
             {"sources": [SOURCE], "filter": {"quality": {"positive_sources": ["web"], "negative_sources": ["x"]}}},
             "filter.quality: sources ['x'] are not configured",
@@ -112,7 +121,7 @@ def test_train_settings_default_and_resolve(tmp_path):
 
 
 def test_packaged_demo_config_is_valid(tmp_path):
-    from pipelines.cli import demo_config
+    from dataprep.cli import demo_config
 
     config = demo_config(str(tmp_path))
     assert [s.name for s in config.sources] == ["python_stdlib", "pydoc_topics", "module_docstrings"]

@@ -2,9 +2,9 @@
 
 from pyspark.sql import types as T
 
-from pipelines.config import FilterConfig
 from pipelines.filter.decide import with_decisions, with_exact_duplicates
 from pipelines.filter.rules import DEFAULT_RULES
+from pipelines.filter.settings import FilterConfig
 
 SCHEMA = T.StructType(
     [

@@ -8,33 +8,25 @@ import pytest
 from pipelines.filter.langid import identify
 from pipelines.filter.pii import redact
 from pipelines.filter.rules import DEFAULT_RULES, RuleError, resolve_rules
-from pipelines.filter.signals import document_signals
+from pipelines.filter.signals import FAMILIES, SIGNALS, document_signals
+from pipelines.filter.words import split_words
 from pipelines.normalize import content_hash, normalize_code, normalize_prose
 
 RULES = {rule.name: rule for rule in DEFAULT_RULES}
+# Not one stop word. The `prose` fixture (conftest.py) draws from the same words; this copy builds the texts that
+# parametrize needs at import time, before any fixture exists.
 VOCABULARY = (
     "river stone garden window morning letter market bridge harbor lantern valley orchard meadow village "
     "teacher painter sailor farmer baker doctor writer builder walked carried opened noticed followed "
     "remembered painted gathered quiet golden narrow ancient gentle bright heavy distant early"
 ).split()
-STOP = ["the", "of", "and", "to", "with", "that"]
-
-
-def prose(sentences: int, seed: int = 0, words_per_sentence: int = 10) -> str:
-    """Varied English-like prose: stop words, terminal punctuation, no repeated n-grams to speak of."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(sentences):
-        words = [rng.choice(VOCABULARY if j % 3 else STOP) for j in range(words_per_sentence)]
-        out.append(" ".join(words).capitalize() + ".")
-    return "\n".join(" ".join(out[i : i + 3]) for i in range(0, len(out), 3))
 
 
 def drops(name: str, text: str, kind: str = "text", language: str = "en") -> bool:
     return RULES[name].drops(document_signals(text, kind), kind, language)
 
 
-def test_clean_prose_passes_every_default_rule():
+def test_clean_prose_passes_every_default_rule(prose):
     text = prose(20)
     signals = document_signals(text, "text") | {"language_score": 0.9}
     assert [rule.name for rule in DEFAULT_RULES if rule.drops(signals, "text", "en")] == []
@@ -73,8 +65,6 @@ def test_minimum_rules_drop_just_below_and_keep_at_the_threshold(rule, below, ab
             "\n".join(["same line here."] * 3 + [f"line {i}." for i in range(7)]),
             "\n".join(["same line here."] * 5 + [f"line {i}." for i in range(5)]),
         ),
-        ("c4_lorem_ipsum", prose(10), prose(10) + "\nLorem ipsum dolor sit amet."),
-        ("c4_curly_brace", prose(10), prose(10) + "\nThe value is {x} here."),
         (
             "fineweb_short_lines",
             "\n".join(["short."] * 6 + [words(10) + "."] * 4),
@@ -88,21 +78,30 @@ def test_maximum_rules_keep_at_the_threshold_and_drop_just_above(rule, keep, dro
     assert drops(rule, drop)
 
 
-def test_c4_needs_five_sentences_in_kept_lines():
+@pytest.mark.parametrize(
+    "rule, offending_line",
+    [("c4_lorem_ipsum", "Lorem ipsum dolor sit amet."), ("c4_curly_brace", "The value is {x} here.")],
+)
+def test_c4_line_rules_keep_clean_prose_and_drop_it_with_one_offending_line(prose, rule, offending_line):
+    assert not drops(rule, prose(10))
+    assert drops(rule, prose(10) + "\n" + offending_line)
+
+
+def test_c4_needs_five_sentences_in_kept_lines(prose):
     assert drops("c4_min_sentences", prose(4))
     assert not drops("c4_min_sentences", prose(5))
     # lines without terminal punctuation do not count
     assert drops("c4_min_sentences", prose(4) + "\nA line without an end")
 
 
-def test_fineweb_line_punctuation_and_duplicate_characters():
+def test_fineweb_line_punctuation_and_duplicate_characters(prose):
     no_punct = "\n".join([words(6)] * 1 + [f"{words(5)} {i}" for i in range(9)])
     assert drops("fineweb_line_punct", no_punct)
     assert not drops("fineweb_line_punct", "\n".join([words(6) + "."] * 2 + [f"{words(5)} {i}" for i in range(8)]))
     assert drops("fineweb_dup_line_chars", prose(12) + "\nA repeated line.\nA repeated line.")
 
 
-def test_repeated_ngrams_are_caught():
+def test_repeated_ngrams_are_caught(prose):
     assert drops("gopher_top_2gram", "alpha beta " * 30 + prose(3))
     assert drops("gopher_dup_5gram", ("one two three four five six seven. " * 6) + prose(3))
     assert not drops("gopher_dup_5gram", prose(20))
@@ -204,3 +203,22 @@ def test_language_identification_on_a_few_languages():
     )
     assert [language for language, _ in results] == ["en", "fr", "de", "es", "zh", "und"]
     assert all(score > 0.5 for _, score in results[:5])
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f.compute is not None], ids=lambda f: f.name)
+def test_each_signal_family_computes_exactly_the_signals_it_declares(prose, family):
+    words = None if "code" in family.kinds and "text" not in family.kinds else split_words(prose(3))
+    assert set(family.compute(prose(3), words)) == set(family.names)
+
+
+def test_every_rule_names_a_registered_signal_computed_for_its_kinds():
+    for rule in DEFAULT_RULES:
+        assert rule.signal in SIGNALS, rule.name
+        assert set(rule.kinds) <= set(SIGNALS[rule.signal].kinds), rule.name
+
+
+def test_the_stored_signals_of_a_kind_are_those_the_registry_names_for_it(prose):
+    computed_later = {"language_score", "quality_score"}  # by the language-ID and quality models, in the stage
+    for kind in ("text", "code"):
+        expected = {name for name, signal in SIGNALS.items() if kind in signal.kinds} - computed_later
+        assert set(document_signals(prose(3), kind)) == expected

@@ -6,11 +6,10 @@ import os
 import mlflow
 import pytest
 from pyspark.sql import functions as F
-from test_filter_signals import prose
 
-from conftest import make_config, write_file, write_lines
-from pipelines.filter.stage import redecide, run_filter
-from pipelines.ingest.stage import run_ingest
+from dataprep.runner import run_stage
+from pipelines.filter.signals import FAMILIES, current_versions
+from pipelines.filter.stage import redecide
 from pipelines.lakehouse import Lakehouse
 
 FRENCH = (
@@ -24,34 +23,48 @@ def spam(seed: int) -> str:
     return "\n".join(f"BUY NOW cheap deals {seed} click here" for _ in range(12))
 
 
-def write_corpus(root: str) -> list[dict]:
-    curated = [{"id": f"c{i}", "text": prose(24, seed=i)} for i in range(12)]
-    curated.append({"id": "dup", "text": "  " + curated[0]["text"].replace(" ", "   ", 3)})  # same once normalised
-    curated.append({"id": "pii", "text": prose(24, seed=99) + "\nWrite to jane.doe@example.org today."})
-    curated.append({"id": "fr", "text": FRENCH * 8})
-    curated.append({"id": "short", "text": "Too short to keep."})
-    write_lines(f"{root}/curated/a.jsonl", [json.dumps(record) for record in curated])
-    write_lines(f"{root}/spam/a.jsonl", [json.dumps({"text": spam(i)}) for i in range(12)])
-    write_file(f"{root}/repo/good.py", "def add(a, b):\n    return a + b\n")
-    write_file(f"{root}/repo/gen.py", "# This file was automatically generated. Do not edit.\nX = 1\n")
-    return [
-        {"name": "curated", "format": "jsonl", "paths": [f"{root}/curated"], "id_field": "id"},
-        {"name": "spam", "format": "jsonl", "paths": [f"{root}/spam"]},
-        {"name": "repo", "format": "code", "paths": [f"{root}/repo"]},
-    ]
+@pytest.fixture(scope="module")
+def write_corpus(prose, write_lines, write_file):
+    """`write_corpus(root)`: writes the filter corpus under `root` and returns its sources: curated prose (with a copy
+    equal once normalised, one with PII, one in French, one too short), spam, a hand-written and a generated file."""
 
+    def write(root: str) -> list[dict]:
+        curated = [{"id": f"c{i}", "text": prose(24, seed=i)} for i in range(12)]
+        curated.append({"id": "dup", "text": "  " + curated[0]["text"].replace(" ", "   ", 3)})  # same once normalised
+        curated.append({"id": "pii", "text": prose(24, seed=99) + "\nWrite to jane.doe@example.org today."})
+        curated.append({"id": "fr", "text": FRENCH * 8})
+        curated.append({"id": "short", "text": "Too short to keep."})
+        write_lines(f"{root}/curated/a.jsonl", [json.dumps(record) for record in curated])
+        write_lines(f"{root}/spam/a.jsonl", [json.dumps({"text": spam(i)}) for i in range(12)])
+        write_file(f"{root}/repo/good.py", "def add(a, b):\n    return a + b\n")
+        write_file(f"{root}/repo/gen.py", "# This file was automatically generated. Do not edit.\nX = 1\n")
+        return [
+            {"name": "curated", "format": "jsonl", "paths": [f"{root}/curated"], "id_field": "id"},
+            {"name": "spam", "format": "jsonl", "paths": [f"{root}/spam"]},
+            {"name": "repo", "format": "code", "paths": [f"{root}/repo"]},
+        ]
 
-def configure(root: str, sources: list[dict], **sections):
-    quality = {"positive_sources": ["curated"], "negative_sources": ["spam"], "epochs": 10}
-    return make_config(root, sources, filter={"quality": quality, **sections.pop("filter", {})}, **sections)
+    return write
 
 
 @pytest.fixture(scope="module")
-def filtered(spark, tmp_path_factory):
+def configure(make_config):
+    """`configure(root, sources, **sections)`: a config whose quality model is trained on curated (positive) and spam
+    (negative) documents."""
+
+    def build(root: str, sources: list[dict], **sections):
+        quality = {"positive_sources": ["curated"], "negative_sources": ["spam"], "epochs": 10}
+        return make_config(root, sources, filter={"quality": quality, **sections.pop("filter", {})}, **sections)
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def filtered(spark, tmp_path_factory, write_corpus, configure):
     root = str(tmp_path_factory.mktemp("filter"))
     config = configure(root, write_corpus(root))
-    run_ingest(spark, config)
-    return root, config, run_filter(spark, config)
+    run_stage("ingest", spark, config)
+    return root, config, run_stage("filter", spark, config)
 
 
 def silver_rows(spark, config) -> dict:
@@ -118,45 +131,45 @@ def test_rerun_computes_nothing_and_changes_nothing(spark, filtered):
     _, config, first = filtered
     silver = Lakehouse(spark, config.lakehouse).table("silver.documents")
     version = silver.version()
-    again = run_filter(spark, config)
+    again = run_stage("filter", spark, config)
     assert (again.computed, again.removed, again.flipped_to_drop, again.flipped_to_keep) == (0, 0, 0, 0)
     assert again.reconciles and (again.kept, again.dropped) == (first.kept, first.dropped)
     assert silver.version() == version
 
 
-def test_redecide_uses_stored_signals_only_and_reports_flips(spark, filtered):
+def test_redecide_uses_stored_signals_only_and_reports_flips(spark, filtered, write_corpus, configure):
     root, config, first = filtered
     silver = Lakehouse(spark, config.lakehouse).table("silver.documents")
     before = {r.doc_id: (r.run_id, r.signals) for r in silver.read().collect()}
     strict = configure(root, write_corpus(root), filter={"rules": [{"name": "gopher_word_count", "min": 250}]})
     version = silver.version()
-    to_drop, to_keep, reasons = redecide(spark, strict, dry_run=True)
+    to_drop, to_keep, reasons = redecide(Lakehouse(spark, strict.lakehouse), strict.filter, dry_run=True)
     assert to_drop > 0 and to_keep == 0 and reasons["gopher_word_count"] > first.drop_reasons["gopher_word_count"]
     assert silver.version() == version  # a dry run writes nothing
-    assert redecide(spark, strict)[:2] == (to_drop, 0)
+    assert redecide(Lakehouse(spark, strict.lakehouse), strict.filter)[:2] == (to_drop, 0)
     after = {r.doc_id: (r.run_id, r.signals) for r in silver.read().collect()}
     assert after == before  # same signals, computed by the same run: nothing was recomputed
-    assert redecide(spark, config)[:2] == (0, to_drop)  # and back
+    assert redecide(Lakehouse(spark, config.lakehouse), config.filter)[:2] == (0, to_drop)  # and back
 
 
-def test_a_changed_bronze_document_replaces_its_silver_row(spark, filtered):
+def test_a_changed_bronze_document_replaces_its_silver_row(spark, filtered, write_file):
     root, config, _ = filtered
     write_file(f"{root}/repo/good.py", "def add(a, b):\n    return b + a\n")
-    run_ingest(spark, config, sources=["repo"])
-    summary = run_filter(spark, config)
+    run_stage("ingest", spark, config, only=["repo"])
+    summary = run_stage("filter", spark, config)
     assert (summary.removed, summary.computed) == (1, 1) and summary.reconciles
     assert "b + a" in silver_rows(spark, config)[("repo", "good.py")].text
 
 
-def test_decisions_and_scores_do_not_depend_on_partitioning(spark, filtered, tmp_path):
+def test_decisions_and_scores_do_not_depend_on_partitioning(spark, filtered, tmp_path, write_corpus, configure):
     _, config, _ = filtered
     sources = write_corpus(str(tmp_path))
     other = configure(str(tmp_path), sources, ingest={"split_bytes": 2048})
     previous = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", "7")
     try:
-        run_ingest(spark, other)
-        run_filter(spark, other)
+        run_stage("ingest", spark, other)
+        run_stage("filter", spark, other)
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", previous)
 
@@ -168,3 +181,58 @@ def test_decisions_and_scores_do_not_depend_on_partitioning(spark, filtered, tmp
         )
 
     assert decisions(other) == decisions(config)
+
+
+def test_a_new_signal_reaches_the_documents_already_in_silver_and_its_rule_takes_effect(
+    spark, tmp_path, write_corpus, configure
+):
+    root = str(tmp_path)
+    config = configure(root, write_corpus(root))
+    run_stage("ingest", spark, config)
+    first = run_stage("filter", spark, config)
+    assert first.drop_reasons["fineweb_line_punct"] > 0  # the spam's lines end without punctuation
+    lakehouse = Lakehouse(spark, config.lakehouse)
+    silver = lakehouse.table("silver.documents")
+    # Silver as a version without the FineWeb signals left it: neither the values nor the family's version.
+    silver.delta().update(
+        F.col("kind") == "text",
+        {
+            "signals": F.map_filter("signals", lambda key, _: ~key.startswith("fineweb_")),
+            "signal_versions": F.map_filter("signal_versions", lambda key, _: key != "fineweb"),
+        },
+    )
+    *_, reasons = redecide(lakehouse, config.filter, dry_run=True)
+    assert "fineweb_line_punct" not in reasons  # a missing signal drops nothing: the bug this guards against
+
+    again = run_stage("filter", spark, config)
+    texts = [row for row in silver.read().collect() if row.kind == "text"]
+    assert (again.computed, again.recomputed) == (0, len(texts)) and again.reconciles
+    fineweb = next(family for family in FAMILIES if family.name == "fineweb")
+    assert all(set(fineweb.names) <= set(row.signals) for row in texts)
+    assert all(row.signal_versions == current_versions("text") for row in texts)
+    assert all(row.quality_score is not None for row in texts)  # scored again after the recomputation
+    assert again.drop_reasons == first.drop_reasons  # the rule holds on the old documents again
+
+    assert run_stage("filter", spark, config).recomputed == 0  # up to date: nothing recomputed
+
+
+def test_a_bumped_signal_version_recomputes_exactly_the_rows_computed_with_the_old_one(
+    spark, tmp_path, write_corpus, configure
+):
+    root = str(tmp_path)
+    config = configure(root, write_corpus(root))
+    run_stage("ingest", spark, config)
+    run_stage("filter", spark, config)
+    silver = Lakehouse(spark, config.lakehouse).table("silver.documents")
+    before = {row.doc_id: row for row in silver.read().collect()}
+    outdated = sorted(doc_id for doc_id, row in before.items() if row.source == "spam")[:3]
+    stale_versions = F.map_concat(
+        F.map_filter("signal_versions", lambda key, _: key != "c4"), F.create_map(F.lit("c4"), F.lit(0))
+    )
+    silver.delta().update(F.col("doc_id").isin(outdated), {"signal_versions": stale_versions})
+
+    summary = run_stage("filter", spark, config)
+    after = {row.doc_id: row for row in silver.read().collect()}
+    assert summary.recomputed == len(outdated)
+    assert {doc_id for doc_id in after if after[doc_id].run_id != before[doc_id].run_id} == set(outdated)
+    assert all(after[doc_id].signals == before[doc_id].signals for doc_id in outdated)  # same code, same values

@@ -8,16 +8,19 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
-
-from conftest import write_file, write_lines
 
 MIB = 1024 * 1024
 TINY = 1_000_000
 ODD_NAMES = ("new\nline.txt", "ünïcödé 😀 名前.txt", "\u202eevil.txt", "tab\there.txt", " leading space.txt")
 
 
-def hostile_corpus(root: str) -> list[dict]:
+@pytest.fixture
+def hostile_corpus(tmp_path, write_lines, write_file) -> list[dict]:
+    """Writes the hostile corpus under `tmp_path` (a million tiny lines, deep nesting, a 40 MB line, a gzip bomb, a
+    100 MB file, odd file names, symlink loops) and returns its sources."""
+    root = str(tmp_path)
     lines = [json.dumps({"text": f"tiny {i}"}) for i in range(TINY)]
     lines.append('{"text": "deep", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}")
     lines.append(json.dumps({"text": "x" * (40 * MIB)}))  # one 40 MB line, over the 32 MiB document cap
@@ -40,7 +43,7 @@ def hostile_corpus(root: str) -> list[dict]:
     ]
 
 
-def test_hostile_input_is_ingested_or_quarantined_with_reasons_in_bounded_memory(spark, tmp_path):
+def test_hostile_input_is_ingested_or_quarantined_with_reasons_in_bounded_memory(spark, tmp_path, hostile_corpus):
     root = str(tmp_path)
     config = {
         "lakehouse": {"root": f"{root}/lakehouse"},
@@ -50,13 +53,13 @@ def test_hostile_input_is_ingested_or_quarantined_with_reasons_in_bounded_memory
             "shuffle_partitions": 4,
             "conf": {"spark.executor.pyspark.memory": "1g"},
         },  # fmt: skip
-        "sources": hostile_corpus(root),
+        "sources": hostile_corpus,
     }
     path = f"{root}/hostile.yaml"
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(config, handle)
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    result = subprocess.run([sys.executable, "-m", "pipelines", "ingest", "--config", path], env=environment,
+    result = subprocess.run([sys.executable, "-m", "dataprep", "ingest", "--config", path], env=environment,
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
 

@@ -8,14 +8,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_config, write_file, write_lines
-from pipelines.ingest.stage import run_ingest
+from dataprep.runner import run_stage
 from pipelines.lakehouse import Lakehouse
-from pipelines.schemas import BRONZE_DOCUMENTS, BRONZE_QUARANTINE
+from pipelines.tables import BRONZE_DOCUMENTS, BRONZE_QUARANTINE
 
 
 @pytest.fixture
-def corpus(tmp_path):
+def corpus(tmp_path, write_lines, write_file, make_config):
     """One source of every format, each with good records and some bad ones."""
     write_lines(
         f"{tmp_path}/web/part-0.jsonl",
@@ -50,7 +49,7 @@ def quarantine_of(spark, config):
 
 
 def test_every_format_lands_in_bronze_and_reconciles_per_source(spark, corpus):
-    summary = run_ingest(spark, corpus)
+    summary = run_stage("ingest", spark, corpus)
     counts = {name: (c.read, c.new, c.quarantined) for name, c in summary.sources.items()}
     assert set(summary.sources["web"].quarantine_reasons) == {
         "malformed_json",
@@ -64,7 +63,7 @@ def test_every_format_lands_in_bronze_and_reconciles_per_source(spark, corpus):
     assert summary.reconciles
     documents = documents_of(spark, corpus)
     assert documents.count() == sum(c.new for c in summary.sources.values()) == summary.documents_written
-    assert documents.schema.fieldNames() == BRONZE_DOCUMENTS.fieldNames()
+    assert documents.schema.fieldNames() == BRONZE_DOCUMENTS.column_names
     rows = {(r.source, r.locator): r for r in documents.collect()}
     assert rows[("tables", "id=r1")].text == "row one"
     assert rows[("repo", "lib/util.go")].language == "Go" and rows[("repo", "lib/util.go")].kind == "code"
@@ -73,9 +72,9 @@ def test_every_format_lands_in_bronze_and_reconciles_per_source(spark, corpus):
 
 
 def test_quarantine_rows_carry_reason_detail_and_excerpt(spark, corpus):
-    run_ingest(spark, corpus)
+    run_stage("ingest", spark, corpus)
     quarantine = quarantine_of(spark, corpus)
-    assert quarantine.schema.fieldNames() == BRONZE_QUARANTINE.fieldNames()
+    assert quarantine.schema.fieldNames() == BRONZE_QUARANTINE.column_names
     rows = {(r.source, r.reason): r for r in quarantine.collect()}
     assert rows[("web", "malformed_json")].raw_excerpt == "{broken\n"
     assert rows[("web", "malformed_json")].locator.startswith("part-0.jsonl@")
@@ -86,8 +85,8 @@ def test_quarantine_rows_carry_reason_detail_and_excerpt(spark, corpus):
 
 
 def test_rerun_on_the_same_input_adds_and_changes_nothing(spark, corpus):
-    first = run_ingest(spark, corpus)
-    second = run_ingest(spark, corpus)
+    first = run_stage("ingest", spark, corpus)
+    second = run_stage("ingest", spark, corpus)
     assert second.reconciles
     assert all(c.new == c.updated == 0 for c in second.sources.values())
     assert {n: c.unchanged for n, c in second.sources.items()} == {n: c.new for n, c in first.sources.items()}
@@ -95,12 +94,12 @@ def test_rerun_on_the_same_input_adds_and_changes_nothing(spark, corpus):
     assert documents_of(spark, corpus).count() == sum(c.new for c in first.sources.values())
 
 
-def test_a_changed_file_updates_its_row_and_a_new_file_is_inserted(spark, corpus, tmp_path):
-    run_ingest(spark, corpus)
+def test_a_changed_file_updates_its_row_and_a_new_file_is_inserted(spark, corpus, tmp_path, write_file):
+    run_stage("ingest", spark, corpus)
     before = {r.locator: r.doc_id for r in documents_of(spark, corpus).where("source = 'notes'").collect()}
     write_file(f"{tmp_path}/notes/a.txt", "a note, edited")
     write_file(f"{tmp_path}/notes/c.txt", "a new note")
-    summary = run_ingest(spark, corpus, sources=["notes"])
+    summary = run_stage("ingest", spark, corpus, only=["notes"])
     assert (summary.sources["notes"].updated, summary.sources["notes"].new) == (1, 1)
     assert summary.documents_written == 2 and summary.reconciles
     after = {r.locator: (r.doc_id, r.text) for r in documents_of(spark, corpus).where("source = 'notes'").collect()}
@@ -108,17 +107,17 @@ def test_a_changed_file_updates_its_row_and_a_new_file_is_inserted(spark, corpus
     assert set(after) == {"a.txt", "c.txt"}
 
 
-def test_repeated_ids_keep_the_first_occurrence_and_quarantine_the_rest(spark, tmp_path):
+def test_repeated_ids_keep_the_first_occurrence_and_quarantine_the_rest(spark, tmp_path, write_lines, make_config):
     write_lines(f"{tmp_path}/a.jsonl", ['{"id": "k", "text": "first"}', '{"id": "k", "text": "second"}'])
     write_lines(f"{tmp_path}/b.jsonl", ['{"id": "k", "text": "third"}'])
     source = {"name": "s", "format": "jsonl", "paths": [f"{tmp_path}/*.jsonl"], "id_field": "id"}
     config = make_config(str(tmp_path), [source])
-    summary = run_ingest(spark, config)
+    summary = run_stage("ingest", spark, config)
     assert (summary.sources["s"].new, summary.sources["s"].quarantine_reasons) == (1, {"duplicate_locator": 2})
     assert [r.text for r in documents_of(spark, config).collect()] == ["first"]
 
 
-def test_ids_and_rows_do_not_depend_on_splitting_or_partitioning(spark, tmp_path):
+def test_ids_and_rows_do_not_depend_on_splitting_or_partitioning(spark, tmp_path, write_lines, make_config):
     lines = [f'{{"text": "document number {i} {"w" * (i % 50)}"}}' for i in range(4000)]
     write_lines(f"{tmp_path}/in/big.jsonl", lines)
     results = []
@@ -128,7 +127,7 @@ def test_ids_and_rows_do_not_depend_on_splitting_or_partitioning(spark, tmp_path
             [{"name": "s", "format": "jsonl", "paths": [f"{tmp_path}/in/big.jsonl"]}],
             ingest={"split_bytes": split},
         )
-        run_ingest(spark, config)
+        run_stage("ingest", spark, config)
         results.append(sorted((r.doc_id, r.locator, r.text) for r in documents_of(spark, config).collect()))
     assert len(results[0]) == 4000
     assert results[0] == results[1]
@@ -137,7 +136,7 @@ def test_ids_and_rows_do_not_depend_on_splitting_or_partitioning(spark, tmp_path
 def test_tables_are_standard_delta_readable_by_delta_rs(spark, corpus):
     from deltalake import DeltaTable
 
-    run_ingest(spark, corpus)
+    run_stage("ingest", spark, corpus)
     table = DeltaTable(os.path.join(corpus.lakehouse.root, "bronze", "documents"))
     arrow = table.to_pyarrow_table()
     assert arrow.num_rows == documents_of(spark, corpus).count()
@@ -147,7 +146,7 @@ def test_tables_are_standard_delta_readable_by_delta_rs(spark, corpus):
 
 
 def test_the_run_is_logged_to_mlflow_with_parameters_and_counts(spark, corpus):
-    summary = run_ingest(spark, corpus)
+    summary = run_stage("ingest", spark, corpus)
     mlflow.set_tracking_uri(corpus.mlflow.tracking_uri)
     run = mlflow.get_run(summary.run_id)
     assert run.data.tags["dataprep.stage"] == "ingest"

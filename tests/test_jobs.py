@@ -7,10 +7,12 @@ from importlib import metadata
 
 import yaml
 
-from pipelines.cli import _parser
+from dataprep.cli import _parser
+from pipelines.stages import STAGE_NAMES
 
 JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs")
-STAGES = ["ingest", "filter", "dedup", "tokenize", "mix", "train"]
+# The bundle runs every registered data stage, then training on the GPU cluster.
+STAGES = [*STAGE_NAMES, "train"]
 
 
 def bundle() -> dict:
@@ -51,7 +53,7 @@ def test_every_task_runs_an_existing_entry_point_that_accepts_its_parameters():
     for task in spec["resources"]["jobs"]["dataprep"]["tasks"]:
         wheel_task = task["python_wheel_task"]
         assert wheel_task["package_name"] == metadata.metadata("dataprep")["Name"]
-        assert scripts[wheel_task["entry_point"]] == "pipelines.cli:main"
+        assert scripts[wheel_task["entry_point"]] == "dataprep.cli:main"
         parameters = [substituted(p, spec["variables"]) for p in wheel_task["parameters"]]
         assert "${" not in " ".join(parameters)
         args = _parser().parse_args(parameters)  # argparse exits on anything it does not accept
@@ -62,13 +64,13 @@ def test_every_task_runs_an_existing_entry_point_that_accepts_its_parameters():
 def test_spark_submit_entry_point_forwards_to_the_command_line():
     with open(os.path.join(JOBS, "dataprep_job.py"), encoding="utf-8") as handle:
         source = handle.read()
-    assert "from pipelines.cli import main" in source and "sys.exit(main(sys.argv[1:]))" in source
+    assert "from dataprep.cli import main" in source and "sys.exit(main(sys.argv[1:]))" in source
 
 
 def test_every_package_directory_ships_in_the_wheel():
     # find_packages (setup.py) skips directories without __init__.py: the bundle's wheel would miss them.
     repo = os.path.dirname(JOBS)
-    for package in ("pipelines", "trainer"):
+    for package in ("dataprep", "pipelines", "trainer"):
         for directory, _, files in os.walk(os.path.join(repo, package)):
             if any(name.endswith(".py") for name in files) and "__pycache__" not in directory:
                 assert "__init__.py" in files, f"{directory} has modules but no __init__.py"

@@ -9,14 +9,13 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import make_config
-from pipelines.config import ConfigError
+from dataprep.runner import run_stage
 from pipelines.lakehouse import Lakehouse
 from pipelines.mds.format import iter_samples, read_index
 from pipelines.mds.mixes import load_mix, parse_mix
-from pipelines.mds.stage import run_mds
 from pipelines.mds.tasks import sidecar_path
 from pipelines.mds.verify import verify
+from pipelines.settings import ConfigError
 from pipelines.tokenize.tokenizer import EOS_ID, PAD_ID
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +42,7 @@ def mix(**overrides):
 
 
 @pytest.fixture(scope="module")
-def corpus(spark, tmp_path_factory):
+def corpus(spark, tmp_path_factory, make_config):
     """A gold.tokens of 150 web and 50 code documents with random tokens (never EOS), and their silver rows."""
     root = str(tmp_path_factory.mktemp("mds"))
     config = make_config(root, [{"name": "web", "format": "text", "paths": [root]}])
@@ -104,7 +103,7 @@ def test_stage_realises_exact_budgets_reports_shortfall_and_packs_whole_document
             }
         ]
     )
-    summary = run_mds(spark, config, tight, str(tmp_path))
+    summary = run_stage("mds", spark, config, mix=tight, output=str(tmp_path))
     assert summary.reconciles, summary.format()
     (stage,) = summary.stages
     web, code = stage.components
@@ -146,7 +145,7 @@ def test_same_input_and_mix_give_identical_bytes_whatever_the_partitioning(spark
     for partitions in ("1", "7"):
         spark.conf.set("spark.sql.shuffle.partitions", partitions)
         out = tmp_path / partitions
-        run_mds(spark, config, mix(remainder="pad"), str(out))
+        run_stage("mds", spark, config, mix=mix(remainder="pad"), output=str(out))
         directory = out / "t" / "s1"
         digests.append(
             {name: hashlib.sha256((directory / name).read_bytes()).hexdigest() for name in os.listdir(directory)}
@@ -159,10 +158,10 @@ def test_same_input_and_mix_give_identical_bytes_whatever_the_partitioning(spark
 
 def test_rerun_is_a_no_op_and_an_interrupted_run_resumes_without_rewriting_finished_shards(spark, corpus, tmp_path):
     config, _ = corpus
-    first = run_mds(spark, config, mix(), str(tmp_path))
+    first = run_stage("mds", spark, config, mix=mix(), output=str(tmp_path))
     directory = os.path.join(str(tmp_path), "t", "s1")
     original = {name: open(os.path.join(directory, name), "rb").read() for name in os.listdir(directory)}
-    assert run_mds(spark, config, mix(), str(tmp_path)).stages[0].status == "up to date"
+    assert run_stage("mds", spark, config, mix=mix(), output=str(tmp_path)).stages[0].status == "up to date"
 
     # Rebuild the staging directory a crash would leave: some shards finished (file + sidecar), others not yet.
     key = json.loads(original["manifest.json"])["key"]
@@ -179,7 +178,7 @@ def test_rerun_is_a_no_op_and_an_interrupted_run_resumes_without_rewriting_finis
     finished = {e["zip_data"]["basename"]: os.stat(os.path.join(staging, e["zip_data"]["basename"])).st_mtime_ns
                 for n, e in enumerate(entries) if n % 3}  # fmt: skip
 
-    resumed = run_mds(spark, config, mix(), str(tmp_path)).stages[0]
+    resumed = run_stage("mds", spark, config, mix=mix(), output=str(tmp_path)).stages[0]
     assert resumed.status == "resumed" and resumed.reused_shards == len(finished) > 0
     assert not os.path.exists(staging)
     assert {name: open(os.path.join(directory, name), "rb").read() for name in os.listdir(directory)} == original
@@ -190,7 +189,7 @@ def test_rerun_is_a_no_op_and_an_interrupted_run_resumes_without_rewriting_finis
 
 def test_document_packing_and_bad_predicates(spark, corpus, tmp_path):
     config, documents = corpus
-    summary = run_mds(spark, config, mix(packing="document"), str(tmp_path))
+    summary = run_stage("mds", spark, config, mix=mix(packing="document"), output=str(tmp_path))
     directory = os.path.join(str(tmp_path), "t", "s1")
     samples = list(iter_samples(directory))
     assert all(s[-1] == EOS_ID for s in samples) and sum(map(len, samples)) == 20_000
@@ -200,4 +199,4 @@ def test_document_packing_and_bad_predicates(spark, corpus, tmp_path):
         stages=[{"name": "s", "tokens": 10, "components": [{"name": "c", "where": "no_such_column > 1", "weight": 1}]}]
     )
     with pytest.raises(ConfigError, match="stage s, component c: invalid predicate"):
-        run_mds(spark, config, bad, str(tmp_path))
+        run_stage("mds", spark, config, mix=bad, output=str(tmp_path))

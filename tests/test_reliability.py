@@ -1,7 +1,7 @@
 """Reliability: a run killed inside every stage and restarted, on other parallelism, ends where an uninterrupted run
 ends; two ingests at once lose and double nothing.
 
-The pipeline runs in subprocesses (`python -m pipelines`), each with its own Spark driver, so that a SIGKILL is a
+The pipeline runs in subprocesses (`python -m dataprep`), each with its own Spark driver, so that a SIGKILL is a
 real crash: the failpoints of pipelines/faults.py kill the driver on entering a step, after what came before was
 committed and before the rest of the stage was.
 """
@@ -15,14 +15,13 @@ import sys
 import sysconfig
 import threading
 
+import pytest
 import yaml
 from pyspark.sql.types import TimestampType
-from test_filter_signals import prose
 
-from conftest import write_file, write_lines
+from dataprep.cli import main
+from dataprep.config import load_config
 from pipelines import run_report
-from pipelines.cli import main
-from pipelines.config import load_config
 
 # Each entered once per run; the run before the last of them has committed everything up to it.
 FAILPOINTS = ["ingest.merge_quarantine", "filter.decide", "dedup.components", "tokenize.stats", "mds.publish"]
@@ -47,8 +46,11 @@ MIX = {
 }
 
 
-def write_corpus(root: str) -> list[dict]:
-    """Prose with near-duplicates (one sentence changed), spam, a little code, and records to quarantine."""
+@pytest.fixture
+def corpus(tmp_path, prose, write_lines, write_file) -> list[dict]:
+    """Writes under `tmp_path` prose with near-duplicates (one sentence changed), spam, a little code, and records to
+    quarantine; returns its sources."""
+    root = str(tmp_path)
     curated = [{"id": f"c{i}", "text": prose(24, seed=i)} for i in range(30)]
     for i in range(5):
         lines = curated[i]["text"].split("\n")
@@ -92,11 +94,11 @@ def write_config(root: str, name: str, sources: list[dict], master: str, partiti
 
 
 def start_cli(args: list[str], failpoint: str | None = None) -> subprocess.Popen:
-    """`python -m pipelines <args>` in its own process (its own Spark driver), MLflow as its config says."""
+    """`python -m dataprep <args>` in its own process (its own Spark driver), MLflow as its config says."""
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     if failpoint:
         environment["DATAPREP_FAILPOINT"] = failpoint
-    command = [sys.executable, "-m", "pipelines", *args]
+    command = [sys.executable, "-m", "dataprep", *args]
     return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -150,12 +152,13 @@ def mds_files(directory: str) -> dict[str, str]:
     return digests
 
 
-def test_a_run_killed_in_every_stage_and_restarted_on_other_parallelism_ends_as_an_uninterrupted_run(spark, tmp_path):
+def test_a_run_killed_in_every_stage_and_restarted_on_other_parallelism_ends_as_an_uninterrupted_run(
+    spark, tmp_path, corpus
+):
     root = str(tmp_path)
-    sources = write_corpus(root)
     quality = {"quality": {"positive_sources": ["curated"], "negative_sources": ["spam"], "epochs": 10}}
-    crashed = write_config(root, "crashed", sources, "local[1]", 5, filter=quality)
-    reference = write_config(root, "reference", sources, "local[2]", 2, filter=quality)
+    crashed = write_config(root, "crashed", corpus, "local[1]", 5, filter=quality)
+    reference = write_config(root, "reference", corpus, "local[2]", 2, filter=quality)
     stage_dir = f"{root}/crashed/mds/r/main"
     exits: dict[str, tuple[int, str]] = {}
     staging_after_mds_crash: list[list[str]] = []
@@ -194,11 +197,11 @@ def test_a_run_killed_in_every_stage_and_restarted_on_other_parallelism_ends_as_
     assert mds_files(stage_dir) == mds_files(f"{root}/reference/mds/r/main")
     assert not [name for name in os.listdir(f"{root}/crashed/mds/r") if name.startswith(".")]  # staging cleaned
     # the last run's report says where it resumed, and shows only the stage it ran
-    last = run_report.find(load_config(crashed), None)
+    last = run_report.find(load_config(crashed).mlflow, None)
     assert list(last.stages) == ["mds"] and ", from mds)" in run_report.summary(last).splitlines()[0]
 
 
-def test_two_ingests_into_the_same_tables_at_once_lose_and_double_nothing(spark, tmp_path):
+def test_two_ingests_into_the_same_tables_at_once_lose_and_double_nothing(spark, tmp_path, write_lines, prose):
     root = str(tmp_path)
     sources = []
     for name in ("a", "b", "c"):

@@ -9,9 +9,8 @@ import warnings
 import pytest
 import tiktoken
 
-from conftest import make_config
+from dataprep.runner import run_stage
 from pipelines.lakehouse import Lakehouse
-from pipelines.tokenize.stage import run_tokenize
 from pipelines.tokenize.tasks import encode_texts
 from pipelines.tokenize.tokenizer import (
     BPE_SHA256,
@@ -148,7 +147,7 @@ def write_tables(spark, config, documents):
     lakehouse.table("silver.dedup").overwrite(dedup)
 
 
-def test_stage_tokenizes_kept_documents_once_and_follows_later_decisions(spark, tmp_path):
+def test_stage_tokenizes_kept_documents_once_and_follows_later_decisions(spark, tmp_path, make_config):
     config = make_config(str(tmp_path), [{"name": "web", "format": "text", "paths": [str(tmp_path)]}])
     lakehouse = Lakehouse(spark, config.lakehouse)
     documents = [
@@ -161,7 +160,7 @@ def test_stage_tokenizes_kept_documents_once_and_follows_later_decisions(spark, 
     write_tables(spark, config, documents)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        first = run_tokenize(spark, config)
+        first = run_stage("tokenize", spark, config)
     assert first.reconciles, first.format()
     # the MLflow report (input datasets, tables) adds no model-schema hints to the stage's output
     assert not [w for w in caught if "Inferred schema" in str(w.message)], [str(w.message)[:80] for w in caught]
@@ -177,20 +176,20 @@ def test_stage_tokenizes_kept_documents_once_and_follows_later_decisions(spark, 
     assert stats[("web", "fr")].bytes_per_token == pytest.approx(gold["b"].n_bytes / gold["b"].n_tokens)
 
     versions = lakehouse.table("gold.tokens").version(), lakehouse.table("gold.token_stats").version()
-    rerun = run_tokenize(spark, config)
+    rerun = run_stage("tokenize", spark, config)
     assert (rerun.tokenized, rerun.deleted) == (0, 0) and rerun.reconciles
     assert (lakehouse.table("gold.tokens").version(), lakehouse.table("gold.token_stats").version()) == versions
 
     documents[1] = ("b", "web", "text", "fr", "Bonjour le monde, ça va ?", True, False)  # dedup now removes b
     documents.append(("f", "web", "text", "en", "A new document arrives.", True, True))
     write_tables(spark, config, documents)
-    third = run_tokenize(spark, config)
+    third = run_stage("tokenize", spark, config)
     assert (third.tokenized, third.deleted, third.gold_documents) == (1, 1, 3) and third.reconciles
     assert {r.doc_id for r in lakehouse.table("gold.tokens").read().collect()} == {"a", "c", "f"}
 
 
-def test_stage_refuses_documents_dedup_has_not_decided(spark, tmp_path):
+def test_stage_refuses_documents_dedup_has_not_decided(spark, tmp_path, make_config):
     config = make_config(str(tmp_path), [{"name": "web", "format": "text", "paths": [str(tmp_path)]}])
     write_tables(spark, config, [("a", "web", "text", "en", "some text", True, None)])
     with pytest.raises(RuntimeError, match="run the dedup stage first"):
-        run_tokenize(spark, config)
+        run_stage("tokenize", spark, config)

@@ -1,6 +1,7 @@
 """The embedded DBRX-style MoE trainer (PyTorch, no JAX).
 
-config (model presets, no torch) -> model (the decoder) + loss (chunked output cross-entropy) -> data (the MDS
-curriculum) -> optim, parallel (devices, FSDP2, checkpointing, compile), checkpoint -> train (the loop, MLflow);
-launch decides where `dataprep train` runs; hf maps weights to transformers' DbrxForCausalLM.
+settings (the `train:` config section) and config (model presets), both without torch -> model (the decoder) +
+loss (chunked output cross-entropy) -> data (the MDS curriculum) -> optim, parallel (devices, FSDP2, checkpointing,
+compile), checkpoint -> train (the loop, MLflow); launch decides where `dataprep train` runs; hf maps weights to
+transformers' DbrxForCausalLM.
 """

@@ -34,6 +34,9 @@ class ModelConfig:
     router_z_loss_weight: float = 0.0
     experts: str = "sorted"  # sorted (tokens grouped by expert; grouped matmul on GPU) or reference (per expert)
     init_std: float = 0.02
+    # GPT-2 / Megatron: the projections that write into the residual stream (attention's out, the experts' w2)
+    # start at init_std / sqrt(2 n_layers), so the stream's variance does not grow with depth
+    depth_scaled_init: bool = False
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or self.n_heads % self.kv_heads:

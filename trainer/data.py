@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.config import ConfigError
 from pipelines.mds import format as mds
 from pipelines.mds.mixes import Mix
+from pipelines.settings import ConfigError
 from trainer.config import IGNORE_INDEX
 
 
@@ -62,7 +62,7 @@ def load_curriculum(mix: Mix, mds_output: str, stage_tokens: dict[str, int] | No
         directory = os.path.join(mds_output, mix.name, stage.name)
         manifest_path = os.path.join(directory, "manifest.json")
         if not os.path.isfile(manifest_path):
-            raise DataError(f"{directory}: no MDS stage here (run `dataprep mds write` for mix {mix.name!r} first)")
+            raise DataError(f"{directory}: no MDS stage here (run `dataprep mds` for mix {mix.name!r} first)")
         with open(manifest_path, encoding="utf-8") as handle:
             manifest = json.load(handle)
         samples = manifest["samples"]

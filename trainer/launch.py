@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from pipelines.config import ConfigError
+from pipelines.settings import ConfigError
 from pipelines.tracking import PARENT_RUN_ENV
 
 
@@ -40,11 +40,11 @@ def delegate(argv: list[str], nproc: str) -> int | None:
                 "or point DATAPREP_TORCH_PYTHON at an interpreter that has it (scripts/demo.sh and scripts/test.sh "
                 "build one)"
             )
-        return _run([python, "-m", "pipelines.cli", *argv])
+        return _run([python, "-m", "dataprep.cli", *argv])
     processes = resolve_nproc(nproc)
     if processes > 1 and "LOCAL_RANK" not in os.environ:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-                   "-m", "pipelines.cli", *_without_nproc(argv)]  # fmt: skip
+                   "-m", "dataprep.cli", *_without_nproc(argv)]  # fmt: skip
         return _run(command)
     return None
 

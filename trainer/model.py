@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -205,12 +206,19 @@ class Decoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        for name, parameter in self.named_parameters():
-            if "norm" in name:
-                nn.init.ones_(parameter)
-            else:
+        """Every weight matrix (embedding, projections, router, experts) drawn from normal(0, init_std), the
+        LayerNorm gains set to one; with `depth_scaled_init` the residual-stream writers start smaller (see
+        `residual_projections`). Matrices are drawn in registration order (that of `named_parameters`), so a seed
+        gives the same draws with depth scaling on or off."""
+        scaled_std = self.config.init_std / math.sqrt(2 * self.config.n_layers)
+        residual = {id(weight) for weight in residual_projections(self)} if self.config.depth_scaled_init else set()
+        for module in self.modules():
+            for weight in _initialised_matrices(module):
+                std = scaled_std if id(weight) in residual else self.config.init_std
                 with torch.no_grad():
-                    parameter.normal_(0.0, self.config.init_std, generator=generator)
+                    weight.normal_(0.0, std, generator=generator)
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
 
     def forward(
         self, tokens: torch.Tensor, sequence_ids: torch.Tensor | None = None, targets: torch.Tensor | None = None
@@ -249,8 +257,22 @@ class Decoder(nn.Module):
         )
 
 
-def language_model_loss(output: Output, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Next-token cross-entropy in fp32 plus the auxiliary router losses."""
-    logits = output.logits.float().reshape(-1, output.logits.shape[-1])
-    cross_entropy = F.cross_entropy(logits, targets.reshape(-1), ignore_index=ignore_index)
-    return cross_entropy + output.load_balance_loss + output.router_z_loss
+def _initialised_matrices(module: nn.Module) -> tuple[torch.Tensor, ...]:
+    """The weight matrices a module owns directly (not its children's), in registration order."""
+    if isinstance(module, nn.Linear | nn.Embedding):
+        return (module.weight,)
+    if isinstance(module, Experts):
+        return module.w1, module.v1, module.w2
+    return ()
+
+
+def residual_projections(model: nn.Module) -> list[torch.Tensor]:
+    """The weights whose outputs are added to the residual stream, two per block (attention's out projection,
+    the experts' down projection w2); wrappers around the blocks do not hide them."""
+    projections = []
+    for module in model.modules():
+        if isinstance(module, Attention):
+            projections.append(module.out.weight)
+        elif isinstance(module, Experts):
+            projections.append(module.w2)
+    return projections

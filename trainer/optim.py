@@ -11,14 +11,20 @@ from torch import nn
 def build_optimizer(
     model: nn.Module, lr: float, betas: tuple[float, float], eps: float, weight_decay: float
 ) -> torch.optim.AdamW:
-    """Norm weights are not decayed (decaying a LayerNorm gain towards 0 only fights the model); everything else is."""
-    decayed, plain = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (plain if "norm" in name else decayed).append(parameter)
-    groups = [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    """Fused AdamW with weight decay on the weight matrices only (see `is_decayed`)."""
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    groups = [
+        {"params": [p for p in trained if is_decayed(p)], "weight_decay": weight_decay},
+        {"params": [p for p in trained if not is_decayed(p)], "weight_decay": 0.0},
+    ]
     # fused: one kernel per parameter for the whole update (CPU and CUDA), instead of a handful of elementwise passes
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+
+
+def is_decayed(parameter: torch.Tensor) -> bool:
+    """Matrices (embedding, projections, router, experts) are decayed; vectors (LayerNorm gains, biases) are not:
+    decaying a gain towards 0 only fights the model. Decided by shape, which a sharded DTensor keeps."""
+    return parameter.ndim >= 2
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:

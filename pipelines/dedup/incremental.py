@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from pipelines.config import DedupConfig
 from pipelines.dedup.components import connected_components
+from pipelines.dedup.settings import DedupConfig
 from pipelines.dedup.steps import band_rows, candidate_pairs, keep_order, verified
 from pipelines.lakehouse import Table
 
@@ -29,7 +29,6 @@ class IncrementalResult:
     decided: DataFrame  # silver.dedup rows of the new documents, after the MERGE
     candidates: DataFrame
     pairs: DataFrame
-    updated_old_rows: int  # old rows whose cluster grew
 
 
 def full_run_reason(documents: DataFrame, dedup: Table, index: Table, params: str) -> str | None:
@@ -44,10 +43,10 @@ def full_run_reason(documents: DataFrame, dedup: Table, index: Table, params: st
         decided.join(indexed, "doc_id", "left_anti").limit(1).count()
         or indexed.join(decided, "doc_id", "left_anti").limit(1).count()
     ):
-        return "the signature index and silver.dedup hold different documents (an earlier run did not finish)"
+        return f"the signature index and {dedup.label} hold different documents (an earlier run did not finish)"
     gone = decided.join(documents.select("doc_id"), "doc_id", "left_anti").count()
     if gone:
-        return f"{gone} deduplicated documents are no longer kept in silver.documents"
+        return f"{gone} deduplicated documents are no longer kept by the filter"
     return None
 
 
@@ -62,7 +61,7 @@ def deduplicate_batch(
     signatures into the index."""
     if not new_signed.limit(1).count():  # nothing new: commit nothing, so a rerun leaves every table as it was
         nothing = new_signed.select(F.col("doc_id").alias("src"), F.col("doc_id").alias("dst"))
-        return IncrementalResult(decided=dedup.read().limit(0), candidates=nothing, pairs=nothing, updated_old_rows=0)
+        return IncrementalResult(decided=dedup.read().limit(0), candidates=nothing, pairs=nothing)
     old = dedup.read().select("doc_id", "cluster_id", "cluster_size")
     old_signed = index.read()
 
@@ -135,5 +134,4 @@ def deduplicate_batch(
         decided=dedup.read().join(new.select("doc_id"), "doc_id", "left_semi"),
         candidates=candidate_pairs(new_signed).unionByName(cross_candidates),
         pairs=edges,
-        updated_old_rows=changes.where(F.col("keep").isNull()).count(),
     )

@@ -12,32 +12,26 @@ against the stored index (see incremental.py), and falls back to a full run, say
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mlflow
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from pipelines import reports
-from pipelines.config import DedupConfig, PipelineConfig
 from pipelines.dedup.components import connected_components
 from pipelines.dedup.incremental import deduplicate_batch, full_run_reason, new_documents
 from pipelines.dedup.lsh import optimal_bands
+from pipelines.dedup.settings import DedupConfig
 from pipelines.dedup.steps import candidate_pairs, index_params, keep_order, signatures, verified
-from pipelines.lakehouse import Lakehouse, Table
-from pipelines.schemas import SILVER_DEDUP, SILVER_DEDUP_SIGNATURES
-from pipelines.tracking import StepTimer, metric_name, stage_run
-
-SILVER = "silver.documents"
-DEDUP = "silver.dedup"
-INDEX = "silver.dedup_signatures"
+from pipelines.lakehouse import Table
+from pipelines.stage import StageContext, StageSummary
+from pipelines.tables import SILVER_DEDUP, SILVER_DEDUP_SIGNATURES, SILVER_DOCUMENTS
+from pipelines.tracking import StepTimer
 
 
 @dataclass
-class DedupSummary:
-    run_id: str
+class DedupSummary(StageSummary):
     mode: str  # what ran: full or incremental
     reason: str  # why a full run, when incremental was asked for
     documents: int  # documents decided by this run (in incremental mode: the new ones)
@@ -52,8 +46,6 @@ class DedupSummary:
     rows: int
     corpus_documents: int  # documents the filter kept
     table_rows: int  # rows of silver.dedup afterwards: one per kept document
-    seconds: float
-    step_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
@@ -64,10 +56,9 @@ class DedupSummary:
         return "\n".join(
             [
                 f"dedup run {self.run_id} ({self.mode}{', ' + self.reason if self.reason else ''}; "
-                f"{self.seconds:.1f} s: {', '.join(f'{k} {v:.1f} s' for k, v in self.step_seconds.items())}), "
-                f"LSH {self.bands} bands x {self.rows} rows",
-                f"documents {self.documents} = kept {self.kept} + removed {self.removed} ({share:.1%}); silver.dedup "
-                f"{self.table_rows} rows for {self.corpus_documents} kept documents  "
+                f"{self.timing()}), LSH {self.bands} bands x {self.rows} rows",
+                f"documents {self.documents} = kept {self.kept} + removed {self.removed} ({share:.1%}); "
+                f"{SILVER_DEDUP.name} {self.table_rows} rows for {self.corpus_documents} kept documents  "
                 f"{'ok' if self.reconciles else 'MISMATCH'}",
                 f"{self.clusters} duplicate clusters, largest {self.largest_cluster}; candidate pairs "
                 f"{self.candidate_pairs}, verified {self.verified_pairs}; {self.short_documents} documents shorter "
@@ -75,67 +66,58 @@ class DedupSummary:
             ]
         )
 
+    def metrics(self) -> dict[str, float]:
+        metrics = {k: v for k, v in vars(self).items() if isinstance(v, (int, float)) and k != "seconds"}
+        metrics["removed_share"] = self.removed / self.documents if self.documents else 0.0
+        return metrics
 
-def run_dedup(spark: SparkSession, config: PipelineConfig) -> DedupSummary:
-    lakehouse = Lakehouse(spark, config.lakehouse)
-    silver, dedup, index = lakehouse.table(SILVER), lakehouse.table(DEDUP), lakehouse.table(INDEX)
-    if not silver.exists():
-        raise FileNotFoundError(f"{silver.label} does not exist yet: run the filter stage first")
-    settings = config.dedup
+    def report(self, context: StageContext) -> None:
+        mlflow.set_tag("dataprep.dedup_mode", self.mode)
+        if self.reason:
+            mlflow.set_tag("dataprep.dedup_full_run_reason", self.reason)
+        sizes = (
+            context.lakehouse.table(SILVER_DEDUP)
+            .read()
+            .select("cluster_id", "cluster_size")
+            .distinct()
+            .groupBy("cluster_size")
+            .count()
+            .orderBy("cluster_size")
+        ).toPandas()
+        if len(sizes):
+            labels = [str(size) for size in sizes["cluster_size"]]
+            reports.bars(labels[:40], list(sizes["count"][:40]), "cluster_sizes", "clusters by size", "clusters")
+            reports.log_table(sizes, "cluster_sizes")
+
+
+def run_dedup(context: StageContext, settings: DedupConfig) -> DedupSummary:
+    lakehouse, steps = context.lakehouse, context.steps
+    silver, dedup, index = (lakehouse.table(t) for t in (SILVER_DOCUMENTS, SILVER_DEDUP, SILVER_DEDUP_SIGNATURES))
     bands, rows = optimal_bands(settings.threshold, settings.num_perm, settings.false_positive_weight)
-    params = {f"dedup.{key}": value for key, value in vars(settings).items()} | {"bands": bands, "rows": rows}
-    with stage_run(config, "dedup", params) as run:
-        started = time.monotonic()
-        documents = silver.read().where(F.col("keep")).select("doc_id", "text", "n_chars", "quality_score")
-        reason = ""
-        if settings.mode == "incremental":
-            reason = full_run_reason(documents, dedup, index, index_params(settings, bands, rows)) or ""
-        mode = "incremental" if settings.mode == "incremental" and not reason else "full"
-        staging = lakehouse.table(f"staging.dedup_{run.info.run_id}")
-        steps = StepTimer("dedup")
-        try:
-            if mode == "full":
-                decided, candidates, pairs, signed = _full(documents, dedup, index, settings, bands, rows, steps)
-            else:
-                with steps("signatures"):
-                    new = new_documents(documents, dedup).localCheckpoint()
-                    staging.overwrite(signatures(new, settings, bands, rows))
-                    signed = staging.read()
-                with steps("decide"):
-                    result = deduplicate_batch(new, signed, dedup, index, settings)
-                decided, candidates, pairs = result.decided, result.candidates, result.pairs
-            with steps("summary"):
-                summary = _summarize(
-                    decided, candidates, pairs, signed, documents, dedup, run.info.run_id, bands, rows, started
-                )
-        finally:
-            staging.drop()
-        summary.mode, summary.reason, summary.step_seconds = mode, reason, steps.seconds
-        mlflow.log_metrics({k: v for k, v in vars(summary).items() if isinstance(v, (int, float))})
-        mlflow.log_metrics({metric_name("seconds", step): value for step, value in steps.seconds.items()})
-        mlflow.log_metric("removed_share", summary.removed / summary.documents if summary.documents else 0.0)
-        mlflow.set_tags({"dataprep.reconciles": str(summary.reconciles).lower(), "dataprep.dedup_mode": mode})
-        if reason:
-            mlflow.set_tag("dataprep.dedup_full_run_reason", reason)
-        _report(silver, dedup, summary)
+    mlflow.log_params({f"dedup.{key}": value for key, value in vars(settings).items()} | {"bands": bands, "rows": rows})
+    documents = silver.read().where(F.col("keep")).select("doc_id", "text", "n_chars", "quality_score")
+    reason = ""
+    if settings.mode == "incremental":
+        reason = full_run_reason(documents, dedup, index, index_params(settings, bands, rows)) or ""
+    mode = "incremental" if settings.mode == "incremental" and not reason else "full"
+    staging = lakehouse.staging(f"dedup_{context.run_id}")
+    try:
+        if mode == "full":
+            decided, candidates, pairs, signed = _full(documents, dedup, index, settings, bands, rows, steps)
+        else:
+            with steps("signatures"):
+                new = new_documents(documents, dedup).localCheckpoint()
+                staging.overwrite(signatures(new, settings, bands, rows))
+                signed = staging.read()
+            with steps("decide"):
+                result = deduplicate_batch(new, signed, dedup, index, settings)
+            decided, candidates, pairs = result.decided, result.candidates, result.pairs
+        with steps("summary"):
+            summary = _summarize(decided, candidates, pairs, signed, documents, dedup, bands, rows)
+    finally:
+        staging.drop()
+    summary.mode, summary.reason = mode, reason
     return summary
-
-
-def _report(silver: Table, dedup: Table, summary: DedupSummary) -> None:
-    reports.log_inputs([silver])
-    sizes = (
-        dedup.read()
-        .select("cluster_id", "cluster_size")
-        .distinct()
-        .groupBy("cluster_size")
-        .count()
-        .orderBy("cluster_size")
-    ).toPandas()
-    if len(sizes):
-        labels = [str(size) for size in sizes["cluster_size"]]
-        reports.bars(labels[:40], list(sizes["count"][:40]), "cluster_sizes", "clusters by size", "clusters")
-        reports.log_table(sizes, "cluster_sizes")
-    reports.log_summary_page("dedup", summary.format())
 
 
 def _full(
@@ -149,19 +131,15 @@ def _full(
 ) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
     """Every kept document decided afresh; the index rewritten with every signature."""
     with steps("signatures"):
-        index.overwrite(_conformed(signatures(documents, settings, bands, rows), SILVER_DEDUP_SIGNATURES))
+        index.overwrite(SILVER_DEDUP_SIGNATURES.conform(signatures(documents, settings, bands, rows)))
         signed = index.read()
     with steps("pairs"):
         candidates = candidate_pairs(signed)
         pairs = verified(candidates, signed, signed, settings).localCheckpoint()
     with steps("components"):
         clusters = assign_clusters(documents.select("doc_id", "n_chars", "quality_score"), pairs, settings)
-        dedup.overwrite(_conformed(clusters, SILVER_DEDUP))
+        dedup.overwrite(SILVER_DEDUP.conform(clusters))
     return dedup.read(), candidates, pairs, signed
-
-
-def _conformed(frame: DataFrame, schema: StructType) -> DataFrame:
-    return frame.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
 
 
 def assign_clusters(documents: DataFrame, pairs: DataFrame, settings: DedupConfig) -> DataFrame:
@@ -182,10 +160,8 @@ def _summarize(
     signed: DataFrame,
     documents: DataFrame,
     dedup: Table,
-    run_id: str,
     bands: int,
     rows: int,
-    started: float,
 ) -> DedupSummary:
     totals = decided.agg(
         F.count("*").alias("documents"),
@@ -195,7 +171,6 @@ def _summarize(
     ).first()
     count, kept = totals["documents"], int(totals["kept"] or 0)
     return DedupSummary(
-        run_id=run_id,
         mode="",
         reason="",
         documents=count,
@@ -210,5 +185,4 @@ def _summarize(
         rows=rows,
         corpus_documents=documents.count(),
         table_rows=dedup.read().count(),
-        seconds=time.monotonic() - started,
     )

@@ -6,12 +6,11 @@ import functools
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
-from pipelines.config import DedupConfig
 from pipelines.dedup.minhash import MinHasher, Shingling
-from pipelines.dedup.tasks import signature_partition
-from pipelines.schemas import SILVER_DEDUP_SIGNATURES
+from pipelines.dedup.settings import DedupConfig
+from pipelines.dedup.tasks import SIGNATURE_COLUMNS, signature_partition
+from pipelines.tables import SILVER_DEDUP_SIGNATURES
 
 
 def index_params(settings: DedupConfig, bands: int, rows: int) -> str:
@@ -34,12 +33,9 @@ def signatures(documents: DataFrame, settings: DedupConfig, bands: int, rows: in
         rows=rows,
         keep_shingle_hashes=settings.verify == "exact",
     )
-    signed = documents.select("doc_id", "text").mapInArrow(task, _without_params())
+    computed = SILVER_DEDUP_SIGNATURES.spark_schema(SIGNATURE_COLUMNS)
+    signed = documents.select("doc_id", "text").mapInArrow(task, computed)
     return signed.withColumn("params", F.lit(index_params(settings, bands, rows)))
-
-
-def _without_params() -> StructType:
-    return StructType([field for field in SILVER_DEDUP_SIGNATURES.fields if field.name != "params"])
 
 
 def band_rows(signed: DataFrame) -> DataFrame:

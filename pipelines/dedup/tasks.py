@@ -10,17 +10,12 @@ import pyarrow as pa
 from pipelines.arrow import list_array
 from pipelines.dedup.lsh import band_keys
 from pipelines.dedup.minhash import MinHasher, Shingling
+from pipelines.tables import SILVER_DEDUP_SIGNATURES
 
-SIGNATURE_SCHEMA = pa.schema(  # silver.dedup_signatures without params
-    [
-        ("doc_id", pa.string()),
-        ("signature", pa.list_(pa.int64())),
-        ("band_keys", pa.list_(pa.int64())),
-        ("n_shingles", pa.int64()),
-        ("short", pa.bool_()),
-        ("shingle_hashes", pa.list_(pa.int32())),  # 32-bit values stored two's-complement
-    ]
-)
+# The columns of silver.dedup_signatures a task computes (all but `params`); shingle hashes are 32-bit values stored
+# two's-complement.
+SIGNATURE_COLUMNS = ("doc_id", "signature", "band_keys", "n_shingles", "short", "shingle_hashes")
+SIGNATURE_SCHEMA = SILVER_DEDUP_SIGNATURES.arrow_schema(SIGNATURE_COLUMNS)
 
 
 def signature_partition(

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from pipelines.config import FilterConfig
 from pipelines.filter.rules import Rule
+from pipelines.filter.settings import FilterConfig
 
 EXACT_DUPLICATE = "exact_duplicate"
 LANGUAGE_NOT_ALLOWED = "language_not_allowed"

@@ -12,7 +12,6 @@ import functools
 import glob
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,7 +19,8 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.config import QualityModelConfig
+from pipelines.filter.decide import EXACT_DUPLICATE, SIGNAL_ERROR
+from pipelines.filter.settings import QualityModelConfig
 
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
 _MAX_TRAINING_CHARS = 20_000
@@ -49,7 +49,7 @@ def labelled_documents(silver: DataFrame, bronze: DataFrame, config: QualityMode
         label = F.when(F.col("_label") == config.positive_label, POSITIVE).when(F.col("_label").isNotNull(), NEGATIVE)
         origin = "label_field"
     else:
-        rule_dropped = F.size(F.filter("drop_reasons", lambda r: ~r.isin("exact_duplicate", "signal_error"))) > 0
+        rule_dropped = F.size(F.filter("drop_reasons", lambda r: ~r.isin(EXACT_DUPLICATE, SIGNAL_ERROR))) > 0
         label = F.when(F.col("keep"), POSITIVE).when(rule_dropped, NEGATIVE)
         origin = "bootstrapped from heuristic decisions"
     rows = silver.where(F.col("kind") == "text").select("doc_id", "text", label.alias("label"))
@@ -92,11 +92,6 @@ def train(training_file: str, config: QualityModelConfig, model_path: str) -> No
         verbose=0,
     )
     model.save_model(model_path)
-
-
-def copy_model(source: str, destination: str) -> None:
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    shutil.copyfile(source, destination)
 
 
 @functools.lru_cache(maxsize=2)

@@ -1,9 +1,10 @@
 """The filter stage: bronze.documents -> silver.documents (normalised, redacted text; signals; quality; decisions).
 
-Incremental and idempotent: signals are computed only for bronze documents silver has not seen (by doc_id), rows
-whose bronze document is gone are removed, and decisions are re-derived for every row from stored signals, writing
-only the rows whose decision changed. Every bronze document has exactly one silver row, kept or dropped with its
-reasons: silver rows = kept + dropped, and bronze rows = silver rows after each run.
+Incremental and idempotent: signals are computed for the bronze documents silver has not seen (by doc_id) and
+recomputed for the rows whose signals are outdated (a signal family added or changed since, see filter/signals.py),
+rows whose bronze document is gone are removed, and decisions are re-derived for every row from stored signals,
+writing only the rows whose decision changed. Every bronze document has exactly one silver row, kept or dropped with
+its reasons: silver rows = kept + dropped, and bronze rows = silver rows after each run.
 """
 
 from __future__ import annotations
@@ -11,43 +12,36 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import time
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime
 
 import mlflow
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from pipelines import reports
-from pipelines.config import PipelineConfig
-from pipelines.faults import failpoint
 from pipelines.filter import quality
 from pipelines.filter.decide import with_decisions, with_exact_duplicates
-from pipelines.filter.tasks import signals_partition
+from pipelines.filter.settings import FilterConfig
+from pipelines.filter.signals import FAMILIES, current_versions
+from pipelines.filter.tasks import COMPUTED_COLUMNS, signals_partition
 from pipelines.lakehouse import Lakehouse, Table
-from pipelines.schemas import SILVER_DOCUMENTS
-from pipelines.tracking import metric_name, stage_run
+from pipelines.stage import StageContext, StageSummary
+from pipelines.tables import BRONZE_DOCUMENTS, SILVER_DOCUMENTS
+from pipelines.tracking import metric_name
 
-BRONZE = "bronze.documents"
-SILVER = "silver.documents"
 _BRONZE_COLUMNS = ["doc_id", "source", "kind", "locator", "text", "language"]
-_SIGNAL_COLUMNS = [
-    "doc_id", "source", "kind", "locator", "text", "n_chars", "content_hash", "language", "language_score", "signals",
-    "pii_counts", "signal_error",
-]  # fmt: skip
 _DECISION_COLUMNS = ["duplicate_of", "keep", "drop_reasons"]
 
 
 @dataclass
-class FilterSummary:
-    run_id: str
+class FilterSummary(StageSummary):
     bronze_rows: int
     silver_rows: int
-    computed: int  # documents whose signals this run computed
+    computed: int  # new documents whose signals this run computed
+    recomputed: int  # silver rows whose outdated signals this run computed again
     removed: int  # silver rows whose bronze document is gone
     kept: int
     dropped: int
@@ -58,8 +52,6 @@ class FilterSummary:
     languages: dict[str, int]
     quality_model: str | None
     quality_label_origin: str | None
-    seconds: float
-    step_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
@@ -67,11 +59,12 @@ class FilterSummary:
 
     def format(self) -> str:
         lines = [
-            f"filter run {self.run_id} ({self.seconds:.1f} s)",
+            f"filter run {self.run_id} ({self.timing()})",
             f"bronze {self.bronze_rows} = silver {self.silver_rows} = kept {self.kept} + dropped {self.dropped}"
             f"  {'ok' if self.reconciles else 'MISMATCH'}",
-            f"signals computed for {self.computed} new documents; {self.removed} stale rows removed; decisions "
-            f"flipped: {self.flipped_to_drop} keep->drop, {self.flipped_to_keep} drop->keep",
+            f"signals computed for {self.computed} new documents, recomputed for {self.recomputed} outdated rows; "
+            f"{self.removed} stale rows removed; decisions flipped: {self.flipped_to_drop} keep->drop, "
+            f"{self.flipped_to_keep} drop->keep",
         ]
         for reason, count in sorted(self.drop_reasons.items(), key=lambda item: (-item[1], item[0])):
             lines.append(f"  dropped by {reason}: {count}")
@@ -83,69 +76,58 @@ class FilterSummary:
             lines.append(f"quality model {self.quality_model} (labels: {self.quality_label_origin})")
         return "\n".join(lines)
 
+    def metrics(self) -> dict[str, float]:
+        names = ("bronze_rows", "silver_rows", "computed", "recomputed", "removed", "kept", "dropped",
+                 "flipped_to_drop", "flipped_to_keep")  # fmt: skip
+        metrics: dict[str, float] = {name: getattr(self, name) for name in names}
+        metrics.update({metric_name("dropped_by", reason): n for reason, n in self.drop_reasons.items()})
+        metrics.update({metric_name("pii", kind): n for kind, n in self.pii_redactions.items()})
+        return metrics
 
-def run_filter(spark: SparkSession, config: PipelineConfig, retrain_quality: bool = False) -> FilterSummary:
-    lakehouse = Lakehouse(spark, config.lakehouse)
-    bronze, silver = lakehouse.table(BRONZE), lakehouse.table(SILVER)
-    if not bronze.exists():
-        raise FileNotFoundError(f"{bronze.label} does not exist yet: run the ingest stage first")
-    silver.create_if_missing(SILVER_DOCUMENTS, "Normalised, redacted documents with quality signals and decisions")
-    params = {f"rule.{r.name}": r.describe() for r in config.filter.rules if r.enabled}
-    params["languages"] = str(config.filter.languages)
-    with stage_run(config, "filter", params) as run:
-        started = time.monotonic()
-        run_id = run.info.run_id
-        processed_at = datetime.now(timezone.utc).replace(tzinfo=None)
-        steps: dict[str, float] = {}
-        step_started = time.monotonic()
-
-        def lap(name: str) -> None:
-            nonlocal step_started
-            steps[name] = time.monotonic() - step_started
-            step_started = time.monotonic()
-
-        removed = _remove_stale(silver, bronze)
-        computed = _compute_new_signals(lakehouse, bronze, silver, run_id, processed_at)
-        lap("signals")
-        failpoint("filter.decide")
-        _apply_decisions(silver, config)  # the bootstrap labels of the quality model are these decisions
-        model = _quality_model(lakehouse, bronze, silver, config, run_id, retrain_quality)
-        lap("quality")
-        flips = _apply_decisions(silver, config)
-        lap("decide")
-        summary = _summarize(bronze, silver, run_id, computed, removed, flips, model, time.monotonic() - started)
-        summary.step_seconds = steps
-        _log(summary)
-        _report(bronze, silver, summary)
-    return summary
-
-
-def _report(bronze: Table, silver: Table, summary: FilterSummary) -> None:
-    """Plots, tables and the summary page of the run (see pipelines/reports.py)."""
-    reports.log_inputs([bronze])
-    documents = silver.read()
-    reports.histogram(documents, "quality_score", 40, "quality_score", "fastText quality score, all documents")
-    reports.histogram(documents, "n_chars", 40, "length", "document length (characters)", log_x=True)
-    reasons = sorted(summary.drop_reasons.items(), key=lambda item: -item[1])
-    if reasons:
-        reports.log_table(pd.DataFrame(reasons, columns=["rule", "documents"]), "drops_by_rule")
-        reports.bars(
-            [r for r, _ in reasons], [n for _, n in reasons], "drops_by_rule", "documents dropped by rule", "documents"
+    def report(self, context: StageContext) -> None:
+        documents = context.lakehouse.table(SILVER_DOCUMENTS).read()
+        reports.histogram(documents, "quality_score", 40, "quality_score", "fastText quality score, all documents")
+        reports.histogram(documents, "n_chars", 40, "length", "document length (characters)", log_x=True)
+        reasons = sorted(self.drop_reasons.items(), key=lambda item: -item[1])
+        if reasons:
+            reports.log_table(pd.DataFrame(reasons, columns=["rule", "documents"]), "drops_by_rule")
+            reports.bars(
+                [r for r, _ in reasons], [n for _, n in reasons], "drops_by_rule", "documents dropped by rule",
+                "documents",
+            )  # fmt: skip
+        languages = documents.groupBy("kind", "language").agg(
+            F.count("*").alias("documents"), F.sum(F.col("keep").cast("long")).alias("kept")
         )
-    languages = documents.groupBy("kind", "language").agg(
-        F.count("*").alias("documents"), F.sum(F.col("keep").cast("long")).alias("kept")
-    )
-    reports.log_table(languages.orderBy(F.desc("documents")).toPandas(), "languages")
-    reports.log_summary_page("filter", summary.format())
+        reports.log_table(languages.orderBy(F.desc("documents")).toPandas(), "languages")
 
 
-def redecide(spark: SparkSession, config: PipelineConfig, dry_run: bool = False) -> tuple[int, int, dict[str, int]]:
+def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: bool = False) -> FilterSummary:
+    lakehouse, steps = context.lakehouse, context.steps
+    bronze, silver = lakehouse.table(BRONZE_DOCUMENTS), lakehouse.table(SILVER_DOCUMENTS)
+    silver.create_if_missing()
+    params = {f"rule.{r.name}": r.describe() for r in settings.rules if r.enabled}
+    params["languages"] = str(settings.languages)
+    params.update({f"signals.{family.name}": family.version for family in FAMILIES if family.versioned})
+    mlflow.log_params(params)
+    with steps("signals"):
+        removed = _remove_stale(silver, bronze)
+        computed, recomputed = _compute_signals(lakehouse, bronze, silver, context.run_id, context.started_at)
+    with steps("decide"):
+        _apply_decisions(silver, settings)  # the bootstrap labels of the quality model are these decisions
+    with steps("quality"):
+        model = _quality_model(lakehouse, bronze, silver, settings, context.run_id, retrain_quality)
+    with steps("decide"):
+        flips = _apply_decisions(silver, settings)
+    return _summarize(bronze, silver, computed, recomputed, removed, flips, model)
+
+
+def redecide(lakehouse: Lakehouse, settings: FilterConfig, dry_run: bool = False) -> tuple[int, int, dict[str, int]]:
     """Applies the configured rules to the stored signals only; returns (keep->drop, drop->keep, drops by reason)."""
-    silver = Lakehouse(spark, config.lakehouse).table(SILVER)
+    silver = lakehouse.table(SILVER_DOCUMENTS)
     if dry_run:
-        decided = with_decisions(with_exact_duplicates(silver.read()), config.filter)
+        decided = with_decisions(with_exact_duplicates(silver.read()), settings)
         return _count_flips(silver.read(), decided) + (_reasons(decided),)
-    flips = _apply_decisions(silver, config)
+    flips = _apply_decisions(silver, settings)
     return flips + (_reasons(silver.read()),)
 
 
@@ -154,45 +136,65 @@ def _remove_stale(silver: Table, bronze: Table) -> int:
     stale = silver.read().select("doc_id").join(bronze.read().select("doc_id"), "doc_id", "left_anti")
     if stale.isEmpty():
         return 0
-    silver.delta().alias("t").merge(stale.alias("s"), "t.doc_id = s.doc_id").whenMatchedDelete().execute()
-    return _last_metric(silver, "numTargetRowsDeleted")
+    merge = silver.delta().alias("t").merge(stale.alias("s"), "t.doc_id = s.doc_id").whenMatchedDelete()
+    return int(merge.execute().first()["num_deleted_rows"])
 
 
-def _compute_new_signals(lakehouse: Lakehouse, bronze: Table, silver: Table, run_id: str, at: datetime) -> int:
-    pending = bronze.read().select(*_BRONZE_COLUMNS).join(silver.read().select("doc_id"), "doc_id", "left_anti")
-    staging = lakehouse.table(f"staging.filter_{run_id}")
+def signals_up_to_date() -> Column:
+    """True for a silver row whose `signal_versions` holds today's version of every family for its kind."""
+    kinds = sorted({kind for family in FAMILIES for kind in family.kinds})
+    current = F.lit(False)
+    for kind in kinds:
+        recorded = [
+            F.coalesce(F.col("signal_versions")[name] == F.lit(version), F.lit(False))
+            for name, version in current_versions(kind).items()
+        ]
+        current = F.when(F.col("kind") == kind, functools.reduce(lambda a, b: a & b, recorded)).otherwise(current)
+    return current
+
+
+def _compute_signals(lakehouse: Lakehouse, bronze: Table, silver: Table, run_id: str, at: datetime) -> tuple[int, int]:
+    """Signals of the bronze documents without an up-to-date silver row: inserted when new, replacing the outdated
+    ones otherwise (their quality score too, so it is scored again on the new row). Returns (inserted, replaced)."""
+    current = silver.read().where(signals_up_to_date()).select("doc_id")
+    pending = bronze.read().select(*_BRONZE_COLUMNS).join(current, "doc_id", "left_anti")
+    staging = lakehouse.staging(f"filter_{run_id}")
     try:
-        computed = pending.mapInArrow(signals_partition, _signals_struct())
-        staging.overwrite(computed)
+        staging.overwrite(pending.mapInArrow(signals_partition, SILVER_DOCUMENTS.spark_schema(COMPUTED_COLUMNS)))
         new_rows = staging.read()
-        count = new_rows.count()
-        if count:
-            rows = new_rows.select(
-                *_SIGNAL_COLUMNS,
-                F.lit(None).cast("double").alias("quality_score"),
-                F.lit(None).cast("string").alias("quality_model"),
-                F.lit(None).cast("string").alias("duplicate_of"),
-                F.lit(None).cast("boolean").alias("keep"),
-                F.lit(None).cast("array<string>").alias("drop_reasons"),
+        if new_rows.isEmpty():
+            return 0, 0
+        rows = SILVER_DOCUMENTS.conform(
+            new_rows.select(
+                *COMPUTED_COLUMNS,
+                F.lit(None).alias("quality_score"),
+                F.lit(None).alias("quality_model"),
+                F.lit(None).alias("duplicate_of"),
+                F.lit(None).alias("keep"),
+                F.lit(None).alias("drop_reasons"),
                 F.lit(run_id).alias("run_id"),
-                F.lit(at).cast("timestamp").alias("processed_at"),
+                F.lit(at).alias("processed_at"),
             )
-            rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in SILVER_DOCUMENTS.fields])
-            silver.delta().alias("t").merge(rows.alias("s"), "t.doc_id = s.doc_id").whenNotMatchedInsertAll().execute()
-        return count
+        )
+        # Decisions stay as they were until _apply_decisions re-derives them from the new signals.
+        replaced = [*COMPUTED_COLUMNS, "quality_score", "quality_model", "run_id", "processed_at"]
+        merge = (
+            silver.delta()
+            .alias("t")
+            .merge(rows.alias("s"), "t.doc_id = s.doc_id")
+            .whenMatchedUpdate(set={name: f"s.{name}" for name in replaced})
+            .whenNotMatchedInsertAll()
+        )
+        metrics = merge.execute().first()
+        return int(metrics["num_inserted_rows"]), int(metrics["num_updated_rows"])
     finally:
         staging.drop()
 
 
-def _signals_struct() -> StructType:
-    names = set(_SIGNAL_COLUMNS)
-    return StructType([f for f in SILVER_DOCUMENTS.fields if f.name in names])
-
-
-def _apply_decisions(silver: Table, config: PipelineConfig) -> tuple[int, int]:
+def _apply_decisions(silver: Table, settings: FilterConfig) -> tuple[int, int]:
     """Re-derives every decision from stored signals and writes the rows that changed; returns the flips."""
     current = silver.read()
-    decided = with_decisions(with_exact_duplicates(current), config.filter).select(
+    decided = with_decisions(with_exact_duplicates(current), settings).select(
         "doc_id", *[F.col(c).alias(f"new_{c}") for c in _DECISION_COLUMNS]
     )
     changed = decided.join(current.select("doc_id", *_DECISION_COLUMNS), "doc_id").where(
@@ -233,28 +235,28 @@ def _reasons(frame: DataFrame) -> dict[str, int]:
 
 
 def _quality_model(
-    lakehouse: Lakehouse, bronze: Table, silver: Table, config: PipelineConfig, run_id: str, retrain: bool
+    lakehouse: Lakehouse, bronze: Table, silver: Table, settings: FilterConfig, run_id: str, retrain: bool
 ) -> quality.TrainedModel | None:
     """Trains the classifier when there is none yet (or when asked), then scores every row it has not scored."""
-    models_dir = os.path.join(config.lakehouse.root, "models", "quality")
+    models_dir = os.path.join(lakehouse.config.root, "models", "quality")
     current_file = os.path.join(models_dir, "current")
     if retrain or not os.path.exists(current_file):
-        rows, origin = quality.labelled_documents(silver.read(), bronze.read(), config.filter.quality)
-        directory = os.path.join(config.lakehouse.root, "staging", f"quality_training_{run_id}")
+        rows, origin = quality.labelled_documents(silver.read(), bronze.read(), settings.quality)
+        directory = os.path.join(lakehouse.config.root, "staging", f"quality_training_{run_id}")
         try:
-            training_file, positives, negatives = quality.write_training_file(rows, config.filter.quality, directory)
+            training_file, positives, negatives = quality.write_training_file(rows, settings.quality, directory)
             if min(positives, negatives) < 5:
                 print(f"quality model: not trained, too few labelled documents ({positives} hq, {negatives} lq)")
                 return None
             path = os.path.join(models_dir, f"{run_id}.bin")
-            quality.train(training_file, config.filter.quality, path)
+            quality.train(training_file, settings.quality, path)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         with open(current_file, "w", encoding="utf-8") as handle:
             handle.write(f"{run_id}\n{origin}\n{positives}\n{negatives}\n")
         mlflow.log_artifact(path, artifact_path="quality_model")
         mlflow.log_params({"quality.labels": origin, "quality.positives": positives, "quality.negatives": negatives})
-        if not config.filter.quality.has_labels:
+        if not settings.quality.has_labels:
             print(f"quality model: no labelled data configured, labels {origin} ({positives} hq, {negatives} lq)")
     with open(current_file, encoding="utf-8") as handle:
         version, origin, positives, negatives = handle.read().splitlines()
@@ -288,22 +290,21 @@ def _score(silver: Table, model: quality.TrainedModel) -> None:
 def _summarize(
     bronze: Table,
     silver: Table,
-    run_id: str,
     computed: int,
+    recomputed: int,
     removed: int,
     flips: tuple[int, int],
     model: quality.TrainedModel | None,
-    seconds: float,
 ) -> FilterSummary:
     rows = silver.read()
     totals = rows.agg(F.count("*").alias("rows"), F.sum(F.when(F.col("keep"), 1).otherwise(0)).alias("kept")).first()
     pii = rows.select(F.explode("pii_counts")).groupBy("key").agg(F.sum("value").alias("n")).collect()
     languages = rows.groupBy("language").count().collect()
     return FilterSummary(
-        run_id=run_id,
         bronze_rows=bronze.read().count(),
         silver_rows=totals["rows"],
         computed=computed,
+        recomputed=recomputed,
         removed=removed,
         kept=int(totals["kept"] or 0),
         dropped=totals["rows"] - int(totals["kept"] or 0),
@@ -314,30 +315,4 @@ def _summarize(
         languages={row["language"] or "und": row["count"] for row in languages},
         quality_model=model.version if model else None,
         quality_label_origin=model.label_origin if model else None,
-        seconds=seconds,
     )
-
-
-def _log(summary: FilterSummary) -> None:
-    metrics = {
-        "bronze_rows": summary.bronze_rows,
-        "silver_rows": summary.silver_rows,
-        "computed": summary.computed,
-        "removed": summary.removed,
-        "kept": summary.kept,
-        "dropped": summary.dropped,
-        "flipped_to_drop": summary.flipped_to_drop,
-        "flipped_to_keep": summary.flipped_to_keep,
-        "seconds": summary.seconds,
-    }
-    metrics.update({metric_name("dropped_by", reason): n for reason, n in summary.drop_reasons.items()})
-    metrics.update({metric_name("pii", kind): n for kind, n in summary.pii_redactions.items()})
-    metrics.update({metric_name("seconds", step): s for step, s in summary.step_seconds.items()})
-    mlflow.log_metrics(metrics)
-    mlflow.log_dict(vars(summary), "filter_summary.json")
-    mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())
-
-
-def _last_metric(table: Table, name: str) -> int:
-    metrics = table.delta().history(1).select("operationMetrics").first()[0]
-    return int(metrics.get(name, 0))

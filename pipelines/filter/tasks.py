@@ -10,25 +10,16 @@ import pyarrow as pa
 
 from pipelines.filter.langid import identify
 from pipelines.filter.pii import redact
-from pipelines.filter.signals import document_signals
+from pipelines.filter.signals import current_versions, document_signals
 from pipelines.normalize import content_hash, normalize
+from pipelines.tables import SILVER_DOCUMENTS
 
-SIGNALS_ARROW_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("source", pa.string()),
-        ("kind", pa.string()),
-        ("locator", pa.string()),
-        ("text", pa.large_string()),
-        ("n_chars", pa.int64()),
-        ("content_hash", pa.string()),
-        ("language", pa.string()),
-        ("language_score", pa.float64()),
-        ("signals", pa.map_(pa.string(), pa.float64())),
-        ("pii_counts", pa.map_(pa.string(), pa.int64())),
-        ("signal_error", pa.string()),
-    ]
-)
+# The silver columns a task computes (the quality score, decisions and run stamps come later, in the stage).
+COMPUTED_COLUMNS = (
+    "doc_id", "source", "kind", "locator", "text", "n_chars", "content_hash", "language", "language_score", "signals",
+    "pii_counts", "signal_error", "signal_versions",
+)  # fmt: skip
+SIGNALS_ARROW_SCHEMA = SILVER_DOCUMENTS.arrow_schema(COMPUTED_COLUMNS)
 
 
 def signals_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -43,6 +34,7 @@ def signals_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBa
         columns = {name: [row.get(name) for row in prepared] for name in SIGNALS_ARROW_SCHEMA.names}
         columns["signals"] = [list(row["signals"].items()) for row in prepared]
         columns["pii_counts"] = [list(row["pii_counts"].items()) for row in prepared]
+        columns["signal_versions"] = [list(current_versions(row["kind"]).items()) for row in prepared]
         yield pa.RecordBatch.from_pydict(columns, schema=SIGNALS_ARROW_SCHEMA)
 
 

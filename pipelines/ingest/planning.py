@@ -13,7 +13,7 @@ import glob
 import os
 from dataclasses import asdict, dataclass, field
 
-from pipelines.config import IngestConfig, SourceConfig
+from pipelines.ingest.settings import IngestConfig, SourceConfig
 
 # Directories that hold dependencies, build output or VCS data, never a project's own source.
 SKIPPED_CODE_DIRECTORIES = frozenset(

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from pipelines.config import IngestConfig, SourceConfig
 from pipelines.ingest.languages import detect_language
 from pipelines.ingest.planning import WorkUnit
+from pipelines.ingest.settings import IngestConfig, SourceConfig
 
 _SKIP_CHUNK = 1024 * 1024
 # Small decompression steps: when a stream turns out truncated, at most this much decoded data is lost with it.
@@ -59,9 +59,8 @@ def read_unit(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig) -> Ite
     if unit.preflight_reason is not None:
         yield Rejected(unit.relative_path, unit.preflight_reason, unit.preflight_detail or "", b"", 0)
         return
-    reader = {"jsonl": _read_jsonl, "parquet": _read_parquet, "text": _read_text_file, "code": _read_code_file}
     try:
-        yield from reader[source.format](unit, source, ingest)
+        yield from READERS[source.format](unit, source, ingest)
     except OSError as error:  # vanished or unreadable between planning and reading
         yield Rejected(unit.relative_path, "unreadable_file", str(error), b"", unit.start)
 
@@ -363,3 +362,7 @@ def _read_whole_file(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig,
         if unit.repository:
             checked.metadata["repository"] = unit.repository
     yield checked
+
+
+# One reader per source format (settings.SOURCE_FORMATS names the same formats; a test holds them equal).
+READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "text": _read_text_file, "code": _read_code_file}

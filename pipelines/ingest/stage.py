@@ -10,49 +10,26 @@ Every record read is accounted for, per source: read = new + updated + unchanged
 from __future__ import annotations
 
 import functools
-import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 import mlflow
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, MapType, StringType, StructField, StructType
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from pipelines import reports
-from pipelines.config import PipelineConfig
 from pipelines.ingest.planning import SourcePlan, WorkUnit, plan_source
-from pipelines.ingest.tasks import read_partition
-from pipelines.lakehouse import Lakehouse, Table, retry_on_conflict
-from pipelines.schemas import BRONZE_DOCUMENTS, BRONZE_QUARANTINE
-from pipelines.tracking import StepTimer, metric_name, stage_run
-
-DOCUMENTS = "bronze.documents"
-QUARANTINE = "bronze.quarantine"
+from pipelines.ingest.settings import IngestConfig, SourceConfig, source_named
+from pipelines.ingest.tasks import ARROW_RECORD_SCHEMA, read_partition
+from pipelines.lakehouse import Table, retry_on_conflict
+from pipelines.stage import StageContext, StageSummary
+from pipelines.tables import BRONZE_DOCUMENTS, BRONZE_QUARANTINE, spark_schema
+from pipelines.tracking import metric_name
 
 # What a task emits for each record read: a document or a rejection, in one schema.
-RECORD_SCHEMA = StructType(
-    [
-        StructField("is_document", StringType(), False),
-        StructField("source", StringType(), False),
-        StructField("kind", StringType(), False),
-        StructField("locator", StringType(), False),
-        StructField("doc_id", StringType(), True),
-        StructField("text", StringType(), True),
-        StructField("n_chars", LongType(), True),
-        StructField("n_bytes", LongType(), True),
-        StructField("language", StringType(), True),
-        StructField("metadata", MapType(StringType(), StringType()), True),
-        StructField("reason", StringType(), True),
-        StructField("detail", StringType(), True),
-        StructField("raw_excerpt", StringType(), True),
-        StructField("origin", StringType(), False),  # file the record came from (relative), for ordering
-        StructField("offset", LongType(), False),
-    ]
-)
+RECORD_SCHEMA = spark_schema(ARROW_RECORD_SCHEMA)
 _UNIT_FIELDS = list(WorkUnit.__dataclass_fields__)
 _UNIT_SCHEMA = StructType(
     [StructField(name, LongType() if name in ("size", "start", "end") else StringType(), True) for name in _UNIT_FIELDS]
@@ -80,14 +57,11 @@ class SourceCounts:
 
 
 @dataclass
-class IngestSummary:
-    run_id: str
+class IngestSummary(StageSummary):
     sources: dict[str, SourceCounts]
-    seconds: float
     documents_version: int
     quarantine_version: int
     documents_written: int  # rows the MERGE inserted or updated, from the Delta commit's own metrics
-    step_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
@@ -100,8 +74,7 @@ class IngestSummary:
 
     def format(self) -> str:
         header = f"{'source':<24}{'read':>10}{'new':>10}{'updated':>10}{'unchanged':>11}{'quarantined':>13}  check"
-        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.step_seconds.items())
-        lines = [f"ingest run {self.run_id} ({self.seconds:.1f} s: {steps})", header, "-" * len(header)]
+        lines = [f"ingest run {self.run_id} ({self.timing()})", header, "-" * len(header)]
         for name, c in sorted(self.sources.items()):
             check = "ok" if c.reconciles else "MISMATCH"
             lines.append(
@@ -110,86 +83,92 @@ class IngestSummary:
             for reason, count in sorted(c.quarantine_reasons.items()):
                 lines.append(f"{'':<26}quarantined {reason}: {count}")
         lines.append(
-            f"bronze.documents v{self.documents_version} ({self.documents_written} rows written), "
-            f"bronze.quarantine v{self.quarantine_version}"
+            f"{BRONZE_DOCUMENTS.name} v{self.documents_version} ({self.documents_written} rows written), "
+            f"{BRONZE_QUARANTINE.name} v{self.quarantine_version}"
         )
         return "\n".join(lines)
 
+    def metrics(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        totals: dict[str, int] = defaultdict(int)
+        for name, c in self.sources.items():
+            for key in ("read", "new", "updated", "unchanged", "quarantined", "input_bytes", "skipped_directories"):
+                metrics[metric_name("source", name, key)] = getattr(c, key)
+                totals[key] += getattr(c, key)
+            for reason, count in c.quarantine_reasons.items():
+                metrics[metric_name("source", name, "quarantined", reason)] = count
+        metrics.update({metric_name("total", key): value for key, value in totals.items()})
+        if self.seconds > 0:
+            metrics["mb_per_s"] = totals["input_bytes"] / 1e6 / self.seconds
+        return metrics
 
-def run_ingest(spark: SparkSession, config: PipelineConfig, sources: Iterable[str] | None = None) -> IngestSummary:
-    """Ingests the configured sources (or the named subset) and returns the reconciled counts."""
-    selected = [config.source(name) for name in sources] if sources else list(config.sources)
-    plans = [plan_source(source, config.ingest) for source in selected]  # a missing path fails here, before Spark
-    lakehouse = Lakehouse(spark, config.lakehouse)
-    documents = lakehouse.table(DOCUMENTS)
-    quarantine = lakehouse.table(QUARANTINE)
-    documents.create_if_missing(BRONZE_DOCUMENTS, "Raw documents, one row per (source, locator)")
-    quarantine.create_if_missing(BRONZE_QUARANTINE, "Records and files that could not be ingested, with a reason")
+
+def run_ingest(
+    context: StageContext, sources: tuple[SourceConfig, ...], settings: IngestConfig, only: list[str] | None = None
+) -> IngestSummary:
+    """Ingests the configured sources (or those named in `only`) and returns the reconciled counts."""
+    selected = [source_named(sources, name) for name in only] if only else list(sources)
+    plans = [plan_source(source, settings) for source in selected]  # a missing path fails here, before Spark
+    documents = context.lakehouse.table(BRONZE_DOCUMENTS)
+    quarantine = context.lakehouse.table(BRONZE_QUARANTINE)
+    documents.create_if_missing()
+    quarantine.create_if_missing()
 
     params = {f"source.{s.name}": f"{s.format} {list(s.paths)}" for s in selected}
-    params.update({f"ingest.{k}": v for k, v in vars(config.ingest).items()})
-    with stage_run(config, "ingest", params) as run:
-        started = time.monotonic()
-        run_id = run.info.run_id
-        ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
-        steps = StepTimer("ingest")
-        # Read once into a staging table: every later step (counts, MERGE) scans it instead of the raw files.
-        staging = lakehouse.table(f"staging.ingest_{run_id}")
-        try:
-            with steps("read"):
-                staging.overwrite(read_records(spark, plans, config))
-            records = staging.read()
-            id_sources = [source.name for source in selected if source.id_field]
-            kept, rejected = separate_duplicate_locators(records, id_sources)
+    params.update({f"ingest.{k}": v for k, v in vars(settings).items()})
+    mlflow.log_params(params)
+    run_id, ingested_at, steps = context.run_id, context.started_at, context.steps
+    # Read once into a staging table: every later step (counts, MERGE) scans it instead of the raw files.
+    staging = context.lakehouse.staging(f"ingest_{run_id}")
+    try:
+        with steps("read"):
+            staging.overwrite(read_records(context.spark, plans, settings))
+        records = staging.read()
+        id_sources = [source.name for source in selected if source.id_field]
+        kept, rejected = separate_duplicate_locators(records, id_sources)
 
-            def classify_and_merge() -> tuple[dict[str, SourceCounts], int]:
-                # Classified against the table as it is now: after a conflict, against the other run's rows too.
-                classified = classify_against(kept, documents.read())
-                with steps("classify"):
-                    counts = _count(plans, records, classified, rejected)
-                written = 0
-                if sum(c.ingested for c in counts.values()):
-                    updated = sum(c.updated for c in counts.values())
-                    with steps("merge_documents"):
-                        written = _merge_documents(documents.delta(), classified, run_id, ingested_at, updated)
-                return counts, written
+        def classify_and_merge() -> tuple[dict[str, SourceCounts], int]:
+            # Classified against the table as it is now: after a conflict, against the other run's rows too.
+            classified = classify_against(kept, documents.read())
+            with steps("classify"):
+                counts = _count(plans, records, classified, rejected)
+            written = 0
+            if sum(c.ingested for c in counts.values()):
+                updated = sum(c.updated for c in counts.values())
+                with steps("merge_documents"):
+                    written = _merge_documents(documents.delta(), classified, run_id, ingested_at, updated)
+            return counts, written
 
-            # A concurrent run may commit some of these documents between our classification and our MERGE (which
-            # then leaves them alone, so no row is doubled, but writes fewer rows than classified): classify again
-            # until the counts and the commit agree. Rows this run wrote in an earlier attempt then count as
-            # unchanged.
-            counts, written = retry_on_conflict(
-                classify_and_merge,
-                "ingest into bronze.documents",
-                again=lambda result: result[1] != sum(c.ingested for c in result[0].values()),
-            )
-            with steps("merge_quarantine"):
-                retry_on_conflict(
-                    lambda: _insert_new_quarantine(quarantine, rejected, run_id, ingested_at),
-                    "ingest into bronze.quarantine",
-                )
-        finally:
-            staging.drop()
-        summary = IngestSummary(
-            run_id,
-            counts,
-            time.monotonic() - started,
-            documents.version(),
-            quarantine.version(),
-            written,
-            steps.seconds,
+        # A concurrent run may commit some of these documents between our classification and our MERGE (which
+        # then leaves them alone, so no row is doubled, but writes fewer rows than classified): classify again
+        # until the counts and the commit agree. Rows this run wrote in an earlier attempt then count as
+        # unchanged.
+        counts, written = retry_on_conflict(
+            classify_and_merge,
+            f"ingest into {documents.label}",
+            again=lambda result: result[1] != sum(c.ingested for c in result[0].values()),
         )
-        _log_metrics(summary)
-        reports.log_summary_page("ingest", summary.format())
-    return summary
+        with steps("merge_quarantine"):
+            retry_on_conflict(
+                lambda: _insert_new_quarantine(quarantine, rejected, run_id, ingested_at),
+                f"ingest into {quarantine.label}",
+            )
+    finally:
+        staging.drop()
+    return IngestSummary(
+        sources=counts,
+        documents_version=documents.version(),
+        quarantine_version=quarantine.version(),
+        documents_written=written,
+    )
 
 
-def read_records(spark: SparkSession, plans: list[SourcePlan], config: PipelineConfig) -> DataFrame:
+def read_records(spark: SparkSession, plans: list[SourcePlan], settings: IngestConfig) -> DataFrame:
     """One row per record read, documents and rejections alike; the work itself happens in Spark tasks."""
     units = [unit.as_row() for plan in plans for unit in plan.units]
     frame = spark.createDataFrame([[row[name] for name in _UNIT_FIELDS] for row in units], _UNIT_SCHEMA)
     parallelism = max(1, min(len(units), 4 * _cores(spark)))
-    reader = functools.partial(read_partition, sources={p.source.name: p.source for p in plans}, ingest=config.ingest)
+    reader = functools.partial(read_partition, sources={p.source.name: p.source for p in plans}, ingest=settings)
     return frame.repartition(parallelism).mapInArrow(reader, RECORD_SCHEMA)
 
 
@@ -272,8 +251,8 @@ def _merge_documents(
     stamped = classified.where(F.col("status") != "unchanged").withColumns(
         {"run_id": F.lit(run_id), "ingested_at": F.lit(ingested_at).cast("timestamp")}
     )
-    changes = stamped.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in BRONZE_DOCUMENTS.fields])
-    columns = {f.name: f"s.{f.name}" for f in BRONZE_DOCUMENTS.fields}
+    changes = BRONZE_DOCUMENTS.conform(stamped)
+    columns = {name: f"s.{name}" for name in BRONZE_DOCUMENTS.column_names}
     merge = target.alias("t").merge(changes.alias("s"), "t.source = s.source AND t.locator = s.locator")
     if expected_updates:
         merge = merge.whenMatchedUpdate(condition="t.doc_id <> s.doc_id", set=columns)
@@ -299,24 +278,3 @@ def _insert_new_quarantine(table: Table, rejected: DataFrame, run_id: str, inges
     )
     condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
     table.delta().alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
-
-
-def _log_metrics(summary: IngestSummary) -> None:
-    metrics: dict[str, float] = {"seconds": summary.seconds}
-    metrics.update({metric_name("seconds", step): value for step, value in summary.step_seconds.items()})
-    totals: dict[str, int] = defaultdict(int)
-    for name, c in summary.sources.items():
-        for key in ("read", "new", "updated", "unchanged", "quarantined", "input_bytes", "skipped_directories"):
-            metrics[metric_name("source", name, key)] = getattr(c, key)
-            totals[key] += getattr(c, key)
-        for reason, count in c.quarantine_reasons.items():
-            metrics[metric_name("source", name, "quarantined", reason)] = count
-    metrics.update({metric_name("total", key): value for key, value in totals.items()})
-    if summary.seconds > 0:
-        metrics["mb_per_s"] = totals["input_bytes"] / 1e6 / summary.seconds
-    mlflow.log_metrics(metrics)
-    mlflow.log_dict(
-        {"run_id": summary.run_id, "sources": {n: vars(c) for n, c in summary.sources.items()}},
-        "ingest_summary.json",
-    )
-    mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())

@@ -9,17 +9,17 @@ from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
 
-from pipelines.config import IngestConfig, SourceConfig
 from pipelines.identity import document_id
 from pipelines.ingest.planning import WorkUnit
 from pipelines.ingest.readers import Document, Record, read_unit
+from pipelines.ingest.settings import IngestConfig, SourceConfig
 
 ARROW_RECORD_SCHEMA = pa.schema(
     [
-        ("is_document", pa.string()),
-        ("source", pa.string()),
-        ("kind", pa.string()),
-        ("locator", pa.string()),
+        pa.field("is_document", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("locator", pa.string(), nullable=False),
         ("doc_id", pa.string()),
         ("text", pa.large_string()),
         ("n_chars", pa.int64()),
@@ -29,8 +29,8 @@ ARROW_RECORD_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("raw_excerpt", pa.string()),
-        ("origin", pa.string()),
-        ("offset", pa.int64()),
+        pa.field("origin", pa.string(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
     ]
 )
 _BATCH_ROWS = 1000

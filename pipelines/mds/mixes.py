@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import ConfigError, Section, expand_env
 from pipelines.mds.format import MdsError, ShardSettings
+from pipelines.settings import ConfigError, Section, expand_env
 
 PACKINGS = ("concat", "document")
 REMAINDERS = ("drop", "pad", "keep")

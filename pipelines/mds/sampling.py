@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from pipelines.config import ConfigError
 from pipelines.mds.mixes import Stage
+from pipelines.settings import ConfigError
 
 
 @dataclass

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 
 import mlflow
@@ -28,17 +27,18 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
 
 from pipelines import reports
-from pipelines.config import PipelineConfig
 from pipelines.faults import failpoint
-from pipelines.lakehouse import Lakehouse
 from pipelines.mds import format as mds
-from pipelines.mds.mixes import Mix, Stage
+from pipelines.mds.mixes import Mix, Stage, load_mix
 from pipelines.mds.sampling import ComponentOutcome, candidates, occurrences, stream_offsets
+from pipelines.mds.settings import MdsConfig
 from pipelines.mds.tasks import sidecar_path, write_partition
+from pipelines.settings import ConfigError
+from pipelines.stage import StageContext, StageSummary
+from pipelines.tables import GOLD_TOKENS, SILVER_DOCUMENTS
 from pipelines.tokenize.tokenizer import EOS_ID, PAD_ID
-from pipelines.tracking import metric_name, stage_run
+from pipelines.tracking import metric_name
 
-TOKENS, SILVER = "gold.tokens", "silver.documents"
 MANIFEST = "manifest.json"
 _ENTRIES = StructType([StructField("shard", LongType(), False), StructField("entry", StringType(), False)])
 
@@ -64,18 +64,16 @@ class StageResult:
 
 
 @dataclass
-class MdsSummary:
-    run_id: str
+class MdsSummary(StageSummary):
     mix: str
     stages: list[StageResult]
-    seconds: float
 
     @property
     def reconciles(self) -> bool:
         return all(stage.reconciles for stage in self.stages)
 
     def format(self) -> str:
-        lines = [f"mds run {self.run_id}: mix {self.mix} ({self.seconds:.1f} s)"]
+        lines = [f"mds run {self.run_id}: mix {self.mix} ({self.timing()})"]
         for stage in self.stages:
             lines.append(
                 f"stage {stage.name} [{stage.status}] -> {stage.directory}: {stage.samples} samples in {stage.shards} "
@@ -90,31 +88,43 @@ class MdsSummary:
                 )
         return "\n".join(lines)
 
+    def metrics(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for stage in self.stages:
+            metrics[metric_name("samples", stage.name)] = stage.samples
+            metrics[metric_name("tokens_written", stage.name)] = stage.tokens_written
+            for c in stage.components:
+                metrics[metric_name("tokens_realised", stage.name, c.name)] = c.realised
+                metrics[metric_name("tokens_requested", stage.name, c.name)] = c.requested
+                metrics[metric_name("tokens_shortfall", stage.name, c.name)] = c.shortfall
+        return metrics
 
-def run_mds(spark: SparkSession, config: PipelineConfig, mix: Mix, output: str) -> MdsSummary:
-    lakehouse = Lakehouse(spark, config.lakehouse)
-    tokens, silver = lakehouse.table(TOKENS), lakehouse.table(SILVER)
-    if not tokens.exists():
-        raise FileNotFoundError(f"{tokens.label} does not exist yet: run the tokenize stage first")
-    versions = {TOKENS: tokens.version(), SILVER: silver.version()}
-    params = {"mix": mix.name, "output": output, **{f"version.{k}": v for k, v in versions.items()}}
-    with stage_run(config, "mds", params) as run:
-        started = time.monotonic()
-        frame = candidates(tokens.read(), silver.read()).localCheckpoint()
-        results = [
-            _write_stage(spark, mix, stage, frame, tokens.read(), versions, os.path.join(output, mix.name))
-            for stage in mix.stages
-        ]
-        summary = MdsSummary(run.info.run_id, mix.name, results, time.monotonic() - started)
-        _log(summary)
-        reports.log_inputs([tokens, silver])
-        for stage in results:
+    def report(self, context: StageContext) -> None:
+        for stage in self.stages:
             labels = [c.name for c in stage.components]
             requested, realised = [c.requested for c in stage.components], [c.realised for c in stage.components]
             reports.bars(labels, requested, f"tokens_{stage.name}", f"stage {stage.name}: tokens per component",
                          "tokens", second=realised, legend=("requested", "realised"))  # fmt: skip
-        reports.log_summary_page("mds", summary.format())
-    return summary
+
+
+def run_mds(context: StageContext, settings: MdsConfig, mix: str | Mix | None = None, output: str | None = None
+            ) -> MdsSummary:  # fmt: skip
+    """Every stage of the mix (a Mix, a mixes/*.yaml path, or by default the config's `mds.mix`) as MDS shards
+    under `<output>/<mix name>/` (default: the config's `mds.output`)."""
+    mix = mix or settings.mix
+    if not mix:
+        raise ConfigError("mds.mix: no mix given (set it in the config or pass --mix)")
+    mix = load_mix(mix) if isinstance(mix, str) else mix
+    output = output or settings.output
+    tokens, silver = context.lakehouse.table(GOLD_TOKENS), context.lakehouse.table(SILVER_DOCUMENTS)
+    versions = {GOLD_TOKENS.name: tokens.version(), SILVER_DOCUMENTS.name: silver.version()}
+    mlflow.log_params({"mix": mix.name, "output": output, **{f"version.{k}": v for k, v in versions.items()}})
+    frame = candidates(tokens.read(), silver.read()).localCheckpoint()
+    results = [
+        _write_stage(context.spark, mix, stage, frame, tokens.read(), versions, os.path.join(output, mix.name))
+        for stage in mix.stages
+    ]
+    return MdsSummary(mix=mix.name, stages=results)
 
 
 def stage_key(mix: Mix, stage: Stage, versions: dict[str, int]) -> str:
@@ -348,17 +358,3 @@ def _result_from_manifest(directory: str, manifest: dict) -> StageResult:
         padding=manifest["padding"],
         components=[ComponentOutcome(**c) for c in manifest["components"]],
     )
-
-
-def _log(summary: MdsSummary) -> None:
-    metrics = {"seconds": summary.seconds}
-    for stage in summary.stages:
-        metrics[metric_name("samples", stage.name)] = stage.samples
-        metrics[metric_name("tokens_written", stage.name)] = stage.tokens_written
-        for c in stage.components:
-            metrics[metric_name("tokens_realised", stage.name, c.name)] = c.realised
-            metrics[metric_name("tokens_requested", stage.name, c.name)] = c.requested
-            metrics[metric_name("tokens_shortfall", stage.name, c.name)] = c.shortfall
-    mlflow.log_metrics(metrics)
-    mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())
-    mlflow.log_dict({"summary": summary.format().splitlines()}, "mds_summary.json")

@@ -1,4 +1,4 @@
-"""`dataprep mds verify DIR`: checks an MDS directory (ours or anyone's) end to end, without Spark.
+"""`dataprep verify DIR`: checks an MDS directory (ours or anyone's) end to end, without Spark.
 
 Every shard file exists with the size and hash digests its index entry records; its header's sample count equals
 the index's; every sample decodes; every token id is below the vocabulary size. With our manifest.json beside the

@@ -11,32 +11,27 @@ near duplicate).
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass, field
 
 import mlflow
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipelines import reports
-from pipelines.config import PipelineConfig
-from pipelines.lakehouse import Lakehouse, Table
-from pipelines.schemas import GOLD_TOKEN_STATS, GOLD_TOKENS
+from pipelines.lakehouse import Table
+from pipelines.stage import StageContext, StageSummary
+from pipelines.tables import GOLD_TOKEN_STATS, GOLD_TOKENS, SILVER_DEDUP, SILVER_DOCUMENTS
+from pipelines.tokenize.settings import TokenizeConfig
 from pipelines.tokenize.tasks import tokenize_partition
 from pipelines.tokenize.tokenizer import NAME
-from pipelines.tracking import StepTimer, metric_name, stage_run
+from pipelines.tracking import metric_name
 
-SILVER = "silver.documents"
-DEDUP = "silver.dedup"
-TOKENS = "gold.tokens"
-STATS = "gold.token_stats"
 _BROADCAST_IDS = 500_000
 
 
 @dataclass
-class TokenizeSummary:
-    run_id: str
+class TokenizeSummary(StageSummary):
     silver_documents: int
     filter_dropped: int
     dedup_removed: int
@@ -46,8 +41,6 @@ class TokenizeSummary:
     gold_documents: int
     tokens: int  # tokens this run encoded
     bytes: int  # UTF-8 bytes this run encoded
-    seconds: float
-    step_seconds: dict[str, float] = field(default_factory=dict)
     by_slice: list[dict] = field(default_factory=list)  # rows of gold.token_stats
 
     @property
@@ -56,14 +49,14 @@ class TokenizeSummary:
         return self.silver_documents == accounted and self.gold_documents == self.selected
 
     def format(self) -> str:
-        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.step_seconds.items())
         rate = self.bytes / 1e6 / self.seconds if self.seconds else 0.0
         lines = [
-            f"tokenize run {self.run_id} ({self.seconds:.1f} s: {steps})",
+            f"tokenize run {self.run_id} ({self.timing()})",
             f"silver {self.silver_documents} = gold {self.selected} + filter-dropped {self.filter_dropped} + "
             f"dedup-removed {self.dedup_removed}  {'ok' if self.reconciles else 'MISMATCH'}",
             f"encoded {self.tokenized} documents, {self.tokens} tokens from {self.bytes / 1e6:.1f} MB "
-            f"({rate:.1f} MB/s); deleted {self.deleted} no longer kept; gold.tokens holds {self.gold_documents}",
+            f"({rate:.1f} MB/s); deleted {self.deleted} no longer kept; {GOLD_TOKENS.name} holds "
+            f"{self.gold_documents}",
             "source / kind / lang: documents, tokens, bytes per token",
         ]
         lines += [
@@ -73,64 +66,63 @@ class TokenizeSummary:
         ]
         return "\n".join(lines)
 
+    def metrics(self) -> dict[str, float]:
+        metrics = {k: v for k, v in vars(self).items() if isinstance(v, (int, float)) and k != "seconds"}
+        for row in self.by_slice:
+            key = (row["source"], row["kind"], row["lang"] or "unknown")
+            metrics[metric_name("tokens", *key)] = row["tokens"]
+            if row["bytes_per_token"] is not None:
+                metrics[metric_name("bytes_per_token", *key)] = row["bytes_per_token"]
+        return metrics
 
-def run_tokenize(spark: SparkSession, config: PipelineConfig) -> TokenizeSummary:
-    lakehouse = Lakehouse(spark, config.lakehouse)
-    silver, dedup, gold, stats = (lakehouse.table(name) for name in (SILVER, DEDUP, TOKENS, STATS))
-    for table, stage in ((silver, "filter"), (dedup, "dedup")):
-        if not table.exists():
-            raise FileNotFoundError(f"{table.label} does not exist yet: run the {stage} stage first")
-    settings = config.tokenize
-    params = {f"tokenize.{key}": value for key, value in vars(settings).items()} | {"tokenizer": NAME}
-    with stage_run(config, "tokenize", params) as run:
-        started, steps = time.monotonic(), StepTimer("tokenize")
-        gold.create_if_missing(GOLD_TOKENS, "cl100k_base tokens of the documents kept by the filter and dedup")
-        with steps("select"):
-            counts, classified = _classify(silver.read(), dedup.read(), gold.read())
-            new_ids = classified.where(F.col("new")).select("doc_id")
-            stale = classified.where(F.col("stale")).select("doc_id")
-            to_encode, to_delete = counts["new"], counts["stale"]
-            selected = silver.read().select("doc_id", "source", "kind", F.col("language").alias("lang"), "text")
-        encoded = {"tokens": 0, "bytes": 0}
-        if to_encode:
-            with steps("encode"):
-                # Broadcasting the ids keeps the text from being shuffled for the join (up to a bounded id count).
-                ids = F.broadcast(new_ids) if to_encode <= _BROADCAST_IDS else new_ids
-                new = selected.join(ids, "doc_id", "left_semi")
-                encoded = _append(gold, new, new_ids, to_encode, settings.chunk_chars)
-        if to_delete:
-            with steps("delete"):
-                gold.delta().alias("t").merge(stale.alias("s"), "t.doc_id = s.doc_id").whenMatchedDelete().execute()
-        with steps("stats"):
-            if to_encode or to_delete or not stats.exists():
-                stats.overwrite(token_stats(gold.read()))
-            by_slice = [row.asDict() for row in stats.read().orderBy("source", "kind", "lang").collect()]
-        summary = TokenizeSummary(
-            run_id=run.info.run_id,
-            silver_documents=counts["silver"],
-            filter_dropped=counts["filter_dropped"],
-            dedup_removed=counts["dedup_removed"],
-            selected=counts["selected"],
-            tokenized=to_encode,
-            deleted=to_delete,
-            gold_documents=gold.read().count(),
-            tokens=encoded["tokens"],
-            bytes=encoded["bytes"],
-            seconds=time.monotonic() - started,
-            step_seconds=steps.seconds,
-            by_slice=by_slice,
-        )
-        _log(summary)
-        reports.log_inputs([silver, dedup])
-        if summary.by_slice:
-            slices = pd.DataFrame(summary.by_slice)
+    def report(self, context: StageContext) -> None:
+        if self.by_slice:
+            slices = pd.DataFrame(self.by_slice)
             per_source = slices.groupby("source")["tokens"].sum().sort_values(ascending=False)
             reports.bars(
                 list(per_source.index), list(per_source.values), "tokens_by_source", "tokens by source", "tokens"
             )
             reports.log_table(slices, "token_stats")
-        reports.log_summary_page("tokenize", summary.format())
-    return summary
+
+
+def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSummary:
+    lakehouse, steps = context.lakehouse, context.steps
+    silver, dedup = lakehouse.table(SILVER_DOCUMENTS), lakehouse.table(SILVER_DEDUP)
+    gold, stats = lakehouse.table(GOLD_TOKENS), lakehouse.table(GOLD_TOKEN_STATS)
+    mlflow.log_params({f"tokenize.{key}": value for key, value in vars(settings).items()} | {"tokenizer": NAME})
+    gold.create_if_missing()
+    with steps("select"):
+        counts, classified = _classify(silver.read(), dedup.read(), gold.read())
+        new_ids = classified.where(F.col("new")).select("doc_id")
+        stale = classified.where(F.col("stale")).select("doc_id")
+        to_encode, to_delete = counts["new"], counts["stale"]
+        selected = silver.read().select("doc_id", "source", "kind", F.col("language").alias("lang"), "text")
+    encoded = {"tokens": 0, "bytes": 0}
+    if to_encode:
+        with steps("encode"):
+            # Broadcasting the ids keeps the text from being shuffled for the join (up to a bounded id count).
+            ids = F.broadcast(new_ids) if to_encode <= _BROADCAST_IDS else new_ids
+            new = selected.join(ids, "doc_id", "left_semi")
+            encoded = _append(gold, new, new_ids, to_encode, settings.chunk_chars, context.run_id)
+    if to_delete:
+        with steps("delete"):
+            gold.delta().alias("t").merge(stale.alias("s"), "t.doc_id = s.doc_id").whenMatchedDelete().execute()
+    with steps("stats"):
+        if to_encode or to_delete or not stats.exists():
+            stats.overwrite(token_stats(gold.read()))
+        by_slice = [row.asDict() for row in stats.read().orderBy("source", "kind", "lang").collect()]
+    return TokenizeSummary(
+        silver_documents=counts["silver"],
+        filter_dropped=counts["filter_dropped"],
+        dedup_removed=counts["dedup_removed"],
+        selected=counts["selected"],
+        tokenized=to_encode,
+        deleted=to_delete,
+        gold_documents=gold.read().count(),
+        tokens=encoded["tokens"],
+        bytes=encoded["bytes"],
+        by_slice=by_slice,
+    )
 
 
 def _classify(silver: DataFrame, dedup: DataFrame, gold: DataFrame) -> tuple[dict[str, int], DataFrame]:
@@ -159,21 +151,24 @@ def _classify(silver: DataFrame, dedup: DataFrame, gold: DataFrame) -> tuple[dic
     counts = {name: int(row[name] or 0) for name in names}
     if counts["undecided"]:
         raise RuntimeError(
-            f"{SILVER} has {counts['undecided']} kept documents that {DEDUP} has not decided yet: run the dedup stage"
-            " first"
+            f"{SILVER_DOCUMENTS.name} has {counts['undecided']} kept documents that {SILVER_DEDUP.name} has not "
+            "decided yet: run the dedup stage first"
         )
     counts["silver"] = counts.pop("in_silver")
     return counts, classified
 
 
-def _append(gold: Table, new: DataFrame, new_ids: DataFrame, expected: int, chunk_chars: int) -> dict[str, int]:
+def _append(
+    gold: Table, new: DataFrame, new_ids: DataFrame, expected: int, chunk_chars: int, run_id: str
+) -> dict[str, int]:
     """Appends the encoded new documents (an append, not a MERGE: `new` holds only ids absent from gold.tokens, so
-    the join a MERGE would add buys nothing) and checks the commit's own row count."""
+    the join a MERGE would add buys nothing) and checks the row count of its own commit, found by the run id it
+    carries as commit metadata (the table's latest commit may be another writer's)."""
     task = functools.partial(tokenize_partition, chunk_chars=chunk_chars)
-    gold.append(new.mapInArrow(task, GOLD_TOKENS))
-    metrics = gold.delta().history(1).select("operationMetrics").first()[0]
-    appended = int(metrics.get("numOutputRows", -1))
-    if appended != expected:
+    marker = f"tokenize {run_id}"
+    gold.append(new.mapInArrow(task, GOLD_TOKENS.spark_schema()), commit_metadata=marker)
+    appended = gold.commit_metrics(marker).get("numOutputRows", -1)
+    if int(appended) != expected:
         raise RuntimeError(f"{gold.label}: the append wrote {appended} rows for {expected} new documents")
     row = (
         gold.read()
@@ -189,18 +184,4 @@ def token_stats(tokens: DataFrame) -> DataFrame:
         F.count("*").alias("documents"), F.sum("n_tokens").alias("tokens"), F.sum("n_bytes").alias("bytes")
     )
     per_token = F.when(F.col("tokens") > 0, F.col("bytes") / F.col("tokens"))
-    frame = grouped.withColumn("bytes_per_token", per_token)
-    return frame.select(*[F.col(f.name).cast(f.dataType) for f in GOLD_TOKEN_STATS.fields])
-
-
-def _log(summary: TokenizeSummary) -> None:
-    metrics = {k: v for k, v in vars(summary).items() if isinstance(v, (int, float))}
-    metrics.update({metric_name("seconds", step): value for step, value in summary.step_seconds.items()})
-    for row in summary.by_slice:
-        key = (row["source"], row["kind"], row["lang"] or "unknown")
-        metrics[metric_name("tokens", *key)] = row["tokens"]
-        if row["bytes_per_token"] is not None:
-            metrics[metric_name("bytes_per_token", *key)] = row["bytes_per_token"]
-    mlflow.log_metrics(metrics)
-    mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())
-    mlflow.log_dict({"by_slice": summary.by_slice, **{k: v for k, v in metrics.items()}}, "tokenize_summary.json")
+    return GOLD_TOKEN_STATS.conform(grouped.withColumn("bytes_per_token", per_token))

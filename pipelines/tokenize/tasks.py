@@ -9,19 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.arrow import list_array
+from pipelines.tables import GOLD_TOKENS
 from pipelines.tokenize.tokenizer import encode_document, encoding
 
-TOKENS_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("source", pa.string()),
-        ("kind", pa.string()),
-        ("lang", pa.string()),
-        ("tokens", pa.list_(pa.int32())),
-        ("n_tokens", pa.int64()),
-        ("n_bytes", pa.int64()),
-    ]
-)
+TOKENS_SCHEMA = GOLD_TOKENS.arrow_schema()
 
 
 def tokenize_partition(batches: Iterator[pa.RecordBatch], chunk_chars: int) -> Iterator[pa.RecordBatch]:

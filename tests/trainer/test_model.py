@@ -4,13 +4,16 @@ Runs in the PyTorch environment (`$DATAPREP_TORCH_PYTHON -m pytest --noconftest 
 scripts/test.sh), where torch and the transformers reference live.
 """
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import DbrxConfig, DbrxForCausalLM
 
 from trainer.config import PRESETS, ModelConfig
 from trainer.hf import export_state_dict, hf_config, import_state_dict
-from trainer.model import Decoder, language_model_loss
+from trainer.model import Decoder, Output
 
 TINY = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=8, kv_heads=2, ffn_hidden=48, n_experts=8, top_k=3,
                    rope_theta=12_345.0, clip_qkv=0.3)  # fmt: skip
@@ -40,6 +43,13 @@ def test_logits_equal_transformers_dbrx_in_fp32(experts):
         assert (changed(tokens).logits - expected).abs().max().item() > 1e-3
 
 
+def language_model_loss(output: Output, targets: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of the logits in fp32 plus the auxiliary router losses."""
+    logits = output.logits.float()
+    cross_entropy = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    return cross_entropy + output.load_balance_loss + output.router_z_loss
+
+
 def test_sorted_and_reference_experts_agree_in_values_and_gradients():
     sorted_model = Decoder(TINY.replace(experts="sorted"))
     reference = Decoder(TINY.replace(experts="reference"))
@@ -54,6 +64,29 @@ def test_sorted_and_reference_experts_agree_in_values_and_gradients():
     assert abs(losses[0] - losses[1]) < 1e-6
     for (name, a), (_, b) in zip(sorted_model.named_parameters(), reference.named_parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+def test_matrices_start_as_normal_with_init_std_and_layer_norm_gains_at_one():
+    torch.manual_seed(0)
+    model = Decoder(TINY.replace(init_std=0.05))
+    for name, parameter in model.named_parameters():
+        if name.endswith("norm.weight"):
+            assert torch.equal(parameter, torch.ones_like(parameter)), name
+        else:
+            assert parameter.ndim == 2 and parameter.std().item() == pytest.approx(0.05, rel=0.15), name
+            assert abs(parameter.mean().item()) < 4 * 0.05 / math.sqrt(parameter.numel()), name
+
+
+def test_depth_scaled_init_shrinks_only_the_residual_projections_by_one_over_sqrt_two_layers():
+    torch.manual_seed(0)
+    plain = Decoder(TINY)
+    torch.manual_seed(0)
+    scaled = Decoder(TINY.replace(depth_scaled_init=True))
+    factor = 1 / math.sqrt(2 * TINY.n_layers)
+    for (name, before), after in zip(plain.named_parameters(), scaled.parameters(), strict=True):
+        residual = name.endswith(("attn.out.weight", "moe.experts.w2"))
+        expected = before * factor if residual else before
+        assert torch.allclose(after, expected, rtol=1e-6, atol=1e-9), name
 
 
 def test_load_balance_loss_equals_its_weight_at_perfect_balance_and_grows_when_skewed():

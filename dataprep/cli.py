@@ -6,12 +6,14 @@
     dataprep filter --config FILE [--retrain-quality]
     dataprep dedup --config FILE
     dataprep tokenize --config FILE
-    dataprep mds write --config FILE [--mix MIX.yaml]
+    dataprep mds --config FILE [--mix MIX.yaml]
     dataprep train --config FILE [--mix MIX.yaml] [--max-steps N] [--nproc N|auto]   the MoE model on the curriculum
     dataprep report [--config FILE] [--run ID] [--compare [ID]]   latest pipeline run, or what changed since another
-    dataprep mds verify DIR               check an MDS directory: hashes, counts, token ids, manifest
+    dataprep verify DIR                   check an MDS directory: hashes, counts, token ids, manifest
     dataprep redecide --config FILE [--dry-run]
     dataprep validate --config FILE         check a config and print what it resolves to
+
+The stage commands (ingest ... mds) and `run --from` come from the stage registry, pipelines/stages.py.
 
 Exit codes: 0 done; 2 bad config or missing input (nothing was read); 3 the run's counts do not reconcile.
 """
@@ -25,12 +27,13 @@ import os
 import sys
 from importlib import resources
 
-from pipelines.config import ConfigError, PipelineConfig, load_config
+from dataprep.config import PipelineConfig, load_config
 from pipelines.ingest.planning import MissingInputError
+from pipelines.settings import ConfigError
+from pipelines.stages import STAGE_NAMES, STAGES, stages_from
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_RECONCILED = 3
-PIPELINE_STAGES = ("ingest", "filter", "dedup", "tokenize", "mds")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,40 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--lakehouse", default=os.environ.get("DATAPREP_LAKEHOUSE", "./lakehouse"))
     demo.set_defaults(handler=_demo)
 
-    run = commands.add_parser("run", help="ingest, filter, dedup, tokenize, mds in order, under one MLflow run")
+    run = commands.add_parser("run", help=f"{', '.join(STAGE_NAMES)} in order, under one MLflow run")
     run.add_argument("--config", required=True)
     run.add_argument("--mix", help="mixes/*.yaml (default: the config's mds.mix)")
-    run.add_argument("--from", dest="first_stage", choices=PIPELINE_STAGES, default=PIPELINE_STAGES[0],
+    run.add_argument("--from", dest="first_stage", choices=STAGE_NAMES, default=STAGE_NAMES[0],
                      help="start at this stage (after a failed run: the stages before it are done)")  # fmt: skip
     run.set_defaults(handler=_run)
 
-    ingest = commands.add_parser("ingest", help="ingest the configured sources into bronze tables")
-    ingest.add_argument("--config", required=True)
-    ingest.add_argument("--source", action="append", help="only this source (repeatable)")
-    ingest.set_defaults(handler=_ingest)
-
-    filtering = commands.add_parser("filter", help="signals, language ID, quality score and decisions into silver")
-    filtering.add_argument("--config", required=True)
-    filtering.add_argument("--retrain-quality", action="store_true", help="train a new quality classifier")
-    filtering.set_defaults(handler=_filter)
-
-    dedup = commands.add_parser("dedup", help="MinHash near-deduplication of the kept documents into silver.dedup")
-    dedup.add_argument("--config", required=True)
-    dedup.set_defaults(handler=_dedup)
-
-    tokenize = commands.add_parser("tokenize", help="cl100k_base tokens of the kept, deduplicated documents into gold")
-    tokenize.add_argument("--config", required=True)
-    tokenize.set_defaults(handler=_tokenize)
-
-    mds_parser = commands.add_parser("mds", help="curriculum mixtures as MDS shards; verify MDS directories")
-    mds_commands = mds_parser.add_subparsers(dest="mds_command", required=True)
-    mds_write = mds_commands.add_parser("write", help="write every stage of a mix from gold.tokens")
-    mds_write.add_argument("--config", required=True)
-    mds_write.add_argument("--mix", help="mixes/*.yaml (default: the config's mds.mix)")
-    mds_write.set_defaults(handler=_mds_write)
-    mds_verify = mds_commands.add_parser("verify", help="hashes, sample counts, token ids, manifest totals")
-    mds_verify.add_argument("directory")
-    mds_verify.set_defaults(handler=_mds_verify)
+    for spec in STAGES:
+        stage = commands.add_parser(spec.name, help=spec.help)
+        stage.add_argument("--config", required=True)
+        for option in spec.options:
+            stage.add_argument(option.flag, dest=option.dest, action=option.action, help=option.help)
+        stage.set_defaults(handler=_stage, stage=spec)
 
     train = commands.add_parser("train", help="train the MoE model on the mix's MDS curriculum (resumes if it can)")
     config_source = train.add_mutually_exclusive_group(required=True)
@@ -109,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=_report_runs)
 
+    verify = commands.add_parser("verify", help="check an MDS directory: hashes, sample counts, token ids, manifest")
+    verify.add_argument("directory")
+    verify.set_defaults(handler=_verify)
+
     redecide = commands.add_parser("redecide", help="re-apply the config's rules to stored signals (no recompute)")
     redecide.add_argument("--config", required=True)
     redecide.add_argument("--dry-run", action="store_true", help="report the flips without writing them")
@@ -122,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def demo_config(lakehouse: str) -> PipelineConfig:
     """The packaged demo config with its variables filled in for this machine."""
-    from pipelines.demo import python_stdlib
+    from dataprep.demo import python_stdlib
 
     root = os.path.abspath(lakehouse)
     variables = {
@@ -131,112 +117,71 @@ def demo_config(lakehouse: str) -> PipelineConfig:
         "DEMO_CORPUS": os.path.join(root, "demo_corpus"),
         "DATAPREP_MIXES": os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mixes"),
     }
-    with resources.as_file(resources.files("pipelines") / "defaults" / "demo.yaml") as path:
+    with resources.as_file(resources.files("dataprep") / "defaults" / "demo.yaml") as path:
         return load_config(path, variables)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pipelines.demo import build_demo_corpus
+    from dataprep.demo import build_demo_corpus
 
     config = demo_config(args.lakehouse)
     sizes = build_demo_corpus(os.path.join(config.lakehouse.root, "demo_corpus"))
     stdlib = config.source("python_stdlib").paths[0]
     print(f"demo corpus: {sizes} prose documents, plus the standard library at {stdlib}")
     if args.train_steps == 0:
-        return _run_pipeline(config, None)
+        return _run_pipeline(config)
     train_argv = ["train", "--demo-lakehouse", config.lakehouse.root]
     if args.train_steps is not None:
         train_argv += ["--max-steps", str(args.train_steps)]
-    return _run_pipeline(config, None, then=lambda: main(train_argv))
+    return _run_pipeline(config, then=lambda: main(train_argv))
 
 
 def _run(args: argparse.Namespace) -> int:
-    return _run_pipeline(load_config(args.config), args.mix, first_stage=args.first_stage)
+    return _run_pipeline(load_config(args.config), first_stage=args.first_stage, mix=args.mix)
 
 
-def _run_pipeline(config: PipelineConfig, mix_path: str | None, then=None, first_stage: str = "ingest") -> int:
-    """The stages from `first_stage` on, in order, as children of one MLflow pipeline run; stops at the first stage
-    that fails. `then` (the demo's training) runs last, inside the same parent run."""
-    import mlflow
+def _run_pipeline(config: PipelineConfig, first_stage: str = STAGE_NAMES[0], mix: str | None = None,
+                  then=None) -> int:  # fmt: skip
+    """Every stage from `first_stage` on, in one pipeline run; stops at the first that does not reconcile. `then`
+    (the demo's training) runs last, inside the same pipeline run."""
+    from dataprep.runner import pipeline, run_stage
 
-    from pipelines.tracking import pipeline_run
-
-    stages = {
-        "ingest": lambda: _run_ingest(config, None),
-        "filter": lambda: _run_filter(config, retrain_quality=False),
-        "dedup": lambda: _run_dedup(config),
-        "tokenize": lambda: _run_tokenize(config),
-        "mds": lambda: _run_mds(config, mix_path),
-    }
-    with pipeline_run(config):
-        mlflow.set_tag("dataprep.first_stage", first_stage)  # the report then expects no earlier stage
-        for name in PIPELINE_STAGES[PIPELINE_STAGES.index(first_stage) :]:
-            exit_code = stages[name]()
-            if exit_code:
-                return exit_code
+    options = {"mds": {"mix": mix}} if mix else {}
+    with pipeline(config, first_stage):
+        for spec in stages_from(first_stage):
+            if not _report(config, run_stage(spec.name, _spark(config), config, **options.get(spec.name, {}))):
+                return EXIT_NOT_RECONCILED
         return then() if then else 0
 
 
-def _ingest(args: argparse.Namespace) -> int:
-    return _run_ingest(load_config(args.config), args.source)
+def _stage(args: argparse.Namespace) -> int:
+    """One registered stage, with its command-line options."""
+    from dataprep.runner import run_stage
 
-
-def _filter(args: argparse.Namespace) -> int:
-    return _run_filter(load_config(args.config), args.retrain_quality)
-
-
-def _dedup(args: argparse.Namespace) -> int:
-    return _run_dedup(load_config(args.config))
-
-
-def _run_dedup(config: PipelineConfig) -> int:
-    from pipelines.dedup.stage import run_dedup
-
-    return _report(config, run_dedup(_spark(config), config))
-
-
-def _tokenize(args: argparse.Namespace) -> int:
-    return _run_tokenize(load_config(args.config))
-
-
-def _run_tokenize(config: PipelineConfig) -> int:
-    from pipelines.tokenize.stage import run_tokenize
-
-    return _report(config, run_tokenize(_spark(config), config))
+    config = load_config(args.config)
+    options = {option.dest: getattr(args, option.dest) for option in args.stage.options}
+    summary = run_stage(args.stage.name, _spark(config), config, **options)
+    return 0 if _report(config, summary) else EXIT_NOT_RECONCILED
 
 
 def _report_runs(args: argparse.Namespace) -> int:
     from pipelines import run_report
 
     config = load_config(args.config) if args.config else demo_config(args.lakehouse)
-    current = run_report.find(config, args.run)
+    current = run_report.find(config.mlflow, args.run)
     if args.compare is None:
         print(run_report.summary(current))
         return 0
     if args.compare == "previous":
-        runs = [run.run_id for run in run_report.pipeline_runs(config)]
+        runs = [run.run_id for run in run_report.pipeline_runs(config.mlflow)]
         position = runs.index(current.run_id)
         if position + 1 >= len(runs):
             raise ConfigError(f"pipeline run {current.run_id} is the oldest: nothing to compare it with")
-        older = run_report.find(config, runs[position + 1])
+        older = run_report.find(config.mlflow, runs[position + 1])
     else:
-        older = run_report.find(config, args.compare)
+        older = run_report.find(config.mlflow, args.compare)
     print(run_report.compare(older, current))
     return 0
-
-
-def _mds_write(args: argparse.Namespace) -> int:
-    return _run_mds(load_config(args.config), args.mix)
-
-
-def _run_mds(config: PipelineConfig, mix_path: str | None) -> int:
-    from pipelines.mds.mixes import load_mix
-    from pipelines.mds.stage import run_mds
-
-    path = mix_path or config.mds.mix
-    if not path:
-        raise ConfigError("mds.mix: no mix given (set it in the config or pass --mix)")
-    return _report(config, run_mds(_spark(config), config, load_mix(path), config.mds.output))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -248,17 +193,18 @@ def _train(args: argparse.Namespace) -> int:
         return exit_code
     from trainer.train import train
 
+    mds, settings = config.mds, config.train
     if args.mix:
-        config = dataclasses.replace(config, mds=dataclasses.replace(config.mds, mix=args.mix))
+        mds = dataclasses.replace(mds, mix=args.mix)
     if args.max_steps is not None:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=args.max_steps))
-    summary = train(config)
+        settings = dataclasses.replace(settings, max_steps=args.max_steps)
+    summary = train(settings, mds, config.mlflow, config.lakehouse.root)
     if int(os.environ.get("RANK", "0")) == 0:
         print(summary.format())
     return 0
 
 
-def _mds_verify(args: argparse.Namespace) -> int:
+def _verify(args: argparse.Namespace) -> int:
     from pipelines.mds.verify import verify
 
     result = verify(args.directory)
@@ -266,23 +212,13 @@ def _mds_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else EXIT_NOT_RECONCILED
 
 
-def _run_ingest(config: PipelineConfig, sources: list[str] | None) -> int:
-    from pipelines.ingest.stage import run_ingest
-
-    return _report(config, run_ingest(_spark(config), config, sources))
-
-
-def _run_filter(config: PipelineConfig, retrain_quality: bool) -> int:
-    from pipelines.filter.stage import run_filter
-
-    return _report(config, run_filter(_spark(config), config, retrain_quality))
-
-
 def _redecide(args: argparse.Namespace) -> int:
     from pipelines.filter.stage import redecide
+    from pipelines.lakehouse import Lakehouse
 
     config = load_config(args.config)
-    to_drop, to_keep, reasons = redecide(_spark(config), config, dry_run=args.dry_run)
+    lakehouse = Lakehouse(_spark(config), config.lakehouse)
+    to_drop, to_keep, reasons = redecide(lakehouse, config.filter, dry_run=args.dry_run)
     verb = "would flip" if args.dry_run else "flipped"
     print(f"{verb}: {to_drop} keep->drop, {to_keep} drop->keep")
     for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
@@ -296,14 +232,13 @@ def _spark(config: PipelineConfig):
     return get_spark(config.spark)
 
 
-def _report(config: PipelineConfig, summary) -> int:
-    """Prints a stage summary; a summary that does not reconcile is a failed run."""
+def _report(config: PipelineConfig, summary) -> bool:
+    """Prints a stage summary; False (a failed run) when it does not reconcile."""
     print(summary.format())
     print(f"lakehouse: {config.lakehouse.root}   mlflow: {config.mlflow.tracking_uri}")
     if not summary.reconciles:
         print("dataprep: the counts do not reconcile (see the summary above)", file=sys.stderr)
-        return EXIT_NOT_RECONCILED
-    return 0
+    return summary.reconciles
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipelines.config import PipelineConfig, load_config
+from dataprep.config import PipelineConfig, load_config
 
 
 class Notebook:
@@ -29,7 +29,7 @@ class Notebook:
 
     def config(self) -> PipelineConfig:
         """The pipeline config of the `config` widget; without one, the demo's over the `lakehouse` widget."""
-        from pipelines.cli import demo_config
+        from dataprep.cli import demo_config
 
         path = self.widget("config", "")
         return load_config(path) if path else demo_config(self.widget("lakehouse", "./lakehouse"))

@@ -1,0 +1,5 @@
+import sys
+
+from dataprep.cli import main
+
+sys.exit(main())

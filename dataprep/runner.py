@@ -1,0 +1,80 @@
+"""The one skeleton every data stage runs in, and the MLflow run that holds a pipeline of them.
+
+`run_stage` checks the stage's input tables, opens its MLflow run (a child of the pipeline run when there is one),
+hands the run function its context and config sections, then logs what every stage logs: metrics and step timings,
+the summary as JSON, the reconciliation tag, the Delta tables read (with versions) and the summary page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import mlflow
+from pyspark.sql import SparkSession
+
+from dataprep.config import PipelineConfig
+from pipelines import reports
+from pipelines.faults import FAILPOINT_ENV
+from pipelines.lakehouse import Lakehouse
+from pipelines.settings import ConfigError
+from pipelines.stage import StageContext, StageSummary
+from pipelines.stages import STAGE_NAMES, stage, writer_of
+from pipelines.tracking import StepTimer, metric_name, pipeline_run, stage_run
+
+
+class MissingTableError(FileNotFoundError):
+    """A stage's input table does not exist yet: an earlier stage has not run."""
+
+
+def run_stage(name: str, spark: SparkSession, config: PipelineConfig, **options) -> StageSummary:
+    """Runs one registered stage (`options` are its command-line options, by keyword) and returns its summary."""
+    spec = stage(name)
+    _check_failpoint()
+    lakehouse = Lakehouse(spark, config.lakehouse)
+    for table in spec.reads:
+        if not lakehouse.table(table).exists():
+            raise MissingTableError(f"{table.name} does not exist yet: run the {writer_of(table)} stage first")
+    run = spec.function()
+    sections = [getattr(config, section) for section in spec.sections]
+    with stage_run(config.mlflow, config.lakehouse.root, name, {}) as mlflow_run:
+        started = time.monotonic()
+        context = StageContext(
+            spark=spark,
+            lakehouse=lakehouse,
+            run_id=mlflow_run.info.run_id,
+            started_at=datetime.now(timezone.utc).replace(tzinfo=None),
+            steps=StepTimer(name),
+        )
+        summary = run(context, *sections, **options)
+        summary.run_id, summary.seconds = context.run_id, time.monotonic() - started
+        summary.step_seconds = dict(context.steps.seconds)
+        metrics = {"seconds": summary.seconds, **summary.metrics()}
+        metrics.update({metric_name("seconds", step): value for step, value in summary.step_seconds.items()})
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(summary.as_dict(), f"{name}_summary.json")
+        mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())
+        reports.log_inputs([lakehouse.table(table) for table in spec.reads])
+        summary.report(context)
+        reports.log_summary_page(name, summary.format())
+    return summary
+
+
+@contextlib.contextmanager
+def pipeline(config: PipelineConfig, first_stage: str = STAGE_NAMES[0]) -> Iterator[None]:
+    """The parent MLflow run of a pipeline: the stages run inside it (`run_stage`) are its children. The resolved
+    config is its parameters; `first_stage` is tagged, so that the report expects no earlier stage."""
+    with pipeline_run(config.mlflow, config.lakehouse.root, dataclasses.asdict(config)):
+        mlflow.set_tag("dataprep.first_stage", first_stage)
+        yield
+
+
+def _check_failpoint() -> None:
+    """A failpoint naming no stage would never fire: a test relying on it would pass without its crash."""
+    name = os.environ.get(FAILPOINT_ENV)
+    if name and name.partition(".")[0] not in STAGE_NAMES:
+        raise ConfigError(f"{FAILPOINT_ENV}={name!r}: failpoints are '<stage>.<step>' with a stage of {STAGE_NAMES}")

@@ -1,0 +1,96 @@
+"""The filter stage's config section (`filter:`): rules, allowed languages and the quality classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pipelines.filter.rules import DEFAULT_RULES, Rule, RuleError, resolve_rules
+from pipelines.filter.signals import SIGNALS
+from pipelines.settings import ConfigError, Section
+
+
+@dataclass(frozen=True)
+class QualityModelConfig:
+    """The fastText quality classifier: labels from whole sources, or from a metadata field of the documents."""
+
+    positive_sources: tuple[str, ...] = ()
+    negative_sources: tuple[str, ...] = ()
+    label_field: str | None = None  # a bronze metadata key; documents whose value is positive_label are positives
+    positive_label: str = "1"
+    max_training_docs: int = 50_000
+    epochs: int = 5
+    learning_rate: float = 0.5
+    word_ngrams: int = 2
+    dim: int = 64
+    seed: int = 0
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.label_field or (self.positive_sources and self.negative_sources))
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    rules: tuple[Rule, ...] = DEFAULT_RULES
+    languages: tuple[str, ...] | None = None  # prose languages to keep (lid.176 codes); None keeps every language
+    quality: QualityModelConfig = field(default_factory=QualityModelConfig)
+
+
+def parse_filter(section: Section, source_names: Iterable[str]) -> FilterConfig:
+    try:
+        rules = resolve_rules(section.take("rules", list, default=[]))
+    except RuleError as error:
+        raise ConfigError(str(error)) from error
+    for rule in rules:
+        check_signal(rule)
+    languages = section.take("languages", list)
+    quality = _parse_quality(section.section("quality"), set(source_names))
+    section.reject_unknown()
+    return FilterConfig(
+        rules=rules,
+        languages=None if languages is None else tuple(str(language) for language in languages),
+        quality=quality,
+    )
+
+
+def check_signal(rule: Rule) -> None:
+    """A rule must name a signal of the registry that is computed for every kind the rule applies to: otherwise it
+    would silently never drop anything."""
+    signal = SIGNALS.get(rule.signal)
+    if signal is None:
+        raise ConfigError(
+            f"filter.rules ({rule.name}): unknown signal {rule.signal!r}; the signals are: {', '.join(sorted(SIGNALS))}"
+        )
+    missing = [kind for kind in rule.kinds if kind not in signal.kinds]
+    if missing:
+        raise ConfigError(
+            f"filter.rules ({rule.name}): applies to {'/'.join(missing)} documents, but {rule.signal!r} is computed "
+            f"for {'/'.join(signal.kinds)} only; set the rule's kinds to {list(signal.kinds)}"
+        )
+
+
+def _parse_quality(section: Section, source_names: set[str]) -> QualityModelConfig:
+    defaults = QualityModelConfig()
+    quality = QualityModelConfig(
+        positive_sources=tuple(section.take("positive_sources", list, default=[])),
+        negative_sources=tuple(section.take("negative_sources", list, default=[])),
+        label_field=section.take("label_field", str),
+        positive_label=str(section.take("positive_label", (str, int), default=defaults.positive_label)),
+        max_training_docs=section.take("max_training_docs", int, default=defaults.max_training_docs, minimum=10),
+        epochs=section.take("epochs", int, default=defaults.epochs, minimum=1),
+        learning_rate=section.take_number("learning_rate", defaults.learning_rate),
+        word_ngrams=section.take("word_ngrams", int, default=defaults.word_ngrams, minimum=1),
+        dim=section.take("dim", int, default=defaults.dim, minimum=2),
+        seed=section.take("seed", int, default=defaults.seed),
+    )
+    section.reject_unknown()
+    if bool(quality.positive_sources) != bool(quality.negative_sources):
+        raise ConfigError(
+            "filter.quality: positive_sources and negative_sources go together; got "
+            f"{list(quality.positive_sources)} and {list(quality.negative_sources)}"
+        )
+    unknown = sorted(set(quality.positive_sources + quality.negative_sources) - source_names)
+    if unknown:
+        raise ConfigError(f"filter.quality: sources {unknown} are not configured; configured: {sorted(source_names)}")
+    return quality

@@ -1,0 +1,190 @@
+"""The toolkit every config section is validated with, and the sections of the shared infrastructure.
+
+Each package owns and parses its own section (`pipelines/<stage>/settings.py`, `trainer/settings.py`) with
+`Section`; `dataprep/config.py` reads the YAML file and assembles them. Everything here is plain Python (no Spark,
+no MLflow), so that any process can validate a config: the driver, a Spark task, the PyTorch environment.
+
+Every error names the offending key path and value, and says what was expected, so a typo in a scheduled job fails
+at start-up with a message a person can act on, not half-way through a Spark job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key, the value and what was expected."""
+
+
+class Section:
+    """A mapping being validated: `take` pops a key with its type checked; `reject_unknown` flags what is left."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(raw).__name__} {raw!r}")
+        self.remaining = dict(raw)
+        self.known: list[str] = []
+        self.path = path
+
+    def section(self, key: str) -> Section:
+        return Section(self.take(key, dict, default={}), self.where(key))
+
+    def where(self, key: str) -> str:
+        """The key's path as error messages show it."""
+        return key if self.path == "config" else f"{self.path}.{key}"
+
+    def take(
+        self,
+        key: str,
+        expected: type | tuple[type, ...],
+        *,
+        default: Any = None,
+        required: bool = False,
+        choices: tuple[str, ...] | None = None,
+        minimum: int | None = None,
+    ) -> Any:
+        self.known.append(key)
+        where = self.where(key)
+        if key not in self.remaining or self.remaining[key] is None:
+            self.remaining.pop(key, None)
+            if required:
+                raise ConfigError(f"{where}: required key is missing")
+            return default
+        value = self.remaining.pop(key)
+        expected_types = expected if isinstance(expected, tuple) else (expected,)
+        # bool is an int in Python; a YAML `true` where a number belongs is still a mistake.
+        wrong_bool = isinstance(value, bool) and bool not in expected_types
+        if wrong_bool or not isinstance(value, expected_types):
+            names = " or ".join(t.__name__ for t in expected_types)
+            raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{where}: {value!r} is below the minimum {minimum}")
+        return value
+
+    def take_number(self, key: str, default: float | None = None) -> float | None:
+        """An int or float key, as a float (YAML writes `1` for 1.0)."""
+        value = self.take(key, (int, float), default=default)
+        return None if value is None else float(value)
+
+    def reject_unknown(self) -> None:
+        if self.remaining:
+            unknown = ", ".join(repr(k) for k in self.remaining)
+            raise ConfigError(f"{self.path}: unknown key(s) {unknown}; expected some of: {', '.join(self.known)}")
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, extra: Mapping[str, str] | None = None) -> str:
+    """Replaces `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error."""
+    names = {**os.environ, **(extra or {})}
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in names and names[name] != "":
+            return names[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"${{{name}}} is used in the config but the environment variable {name} is not set")
+
+    return _ENV_REFERENCE.sub(replace, text)
+
+
+def absolute(path: str) -> str:
+    """Local paths become absolute (against the working directory, as spark-submit and most CLIs resolve them);
+    URIs (dbfs:/, s3://, ...) are kept as they are."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", path):
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shared infrastructure's sections: where tables live, the embedded Spark session, the MLflow store.
+
+
+@dataclass(frozen=True)
+class LakehouseConfig:
+    """Where the Delta tables live: a local directory, or Unity Catalog `catalog.schema` when `catalog` is set."""
+
+    root: str
+    catalog: str | None = None
+    schema: str | None = None
+
+    @property
+    def uses_unity_catalog(self) -> bool:
+        return self.catalog is not None
+
+
+def parse_lakehouse(section: Section) -> LakehouseConfig:
+    root = section.take("root", str, default="./lakehouse")
+    catalog = section.take("catalog", str)
+    schema = section.take("schema", str)
+    section.reject_unknown()
+    if (catalog is None) != (schema is None):
+        raise ConfigError(
+            f"lakehouse: 'catalog' and 'schema' go together (Unity Catalog catalog.schema); got catalog={catalog!r}, "
+            f"schema={schema!r}"
+        )
+    for key, value in (("catalog", catalog), ("schema", schema)):
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ConfigError(f"lakehouse.{key}: {value!r} is not a plain identifier (letters, digits, underscore)")
+    return LakehouseConfig(root=absolute(root), catalog=catalog, schema=schema)
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Settings for the embedded local session; ignored when a session already exists (Databricks, spark-submit)."""
+
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    ui_enabled: bool = False
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_spark(section: Section) -> SparkConfig:
+    spark = SparkConfig(
+        master=section.take("master", str, default="local[*]"),
+        driver_memory=section.take("driver_memory", str, default="4g"),
+        shuffle_partitions=section.take("shuffle_partitions", int, default=8, minimum=1),
+        ui_enabled=section.take("ui_enabled", bool, default=False),
+        conf={str(k): str(v) for k, v in section.take("conf", dict, default={}).items()},
+    )
+    section.reject_unknown()
+    if not re.fullmatch(r"\d+[kmgt]?", spark.driver_memory.lower()):
+        raise ConfigError(f"spark.driver_memory: {spark.driver_memory!r} is not a JVM memory size such as '4g'")
+    return spark
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Where runs are logged."""
+
+    tracking_uri: str
+    experiment: str = "dataprep"
+    artifact_location: str | None = None
+
+
+def parse_mlflow(section: Section, lakehouse: LakehouseConfig) -> MlflowConfig:
+    default_uri = "sqlite:///" + os.path.join(lakehouse.root, "mlflow.db")
+    tracking_uri = section.take("tracking_uri", str, default=default_uri)
+    experiment = section.take("experiment", str, default="dataprep")
+    artifact_location = section.take("artifact_location", str)
+    section.reject_unknown()
+    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+        raise ConfigError(
+            f"mlflow.tracking_uri: {tracking_uri!r} is a relative sqlite path; use sqlite:////absolute/path.db "
+            "so every process (driver, workers, CI) opens the same store"
+        )
+    if artifact_location is None and tracking_uri.startswith("sqlite:"):
+        artifact_location = os.path.join(lakehouse.root, "mlflow-artifacts")
+    return MlflowConfig(tracking_uri, experiment, artifact_location)
