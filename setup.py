@@ -14,8 +14,8 @@ setup(
     packages=find_packages(include=["dataprep", "dataprep.*", "pipelines", "pipelines.*", "trainer", "trainer.*"]),
     package_data={"dataprep": ["defaults/*.yaml"]},
     install_requires=[
-        "pyspark>=3.5.2,<4.2",
-        "delta-spark>=3.2,<4.1",
+        "pyspark>=4.0,<4.2",
+        "delta-spark>=4.0,<4.1",
         "pyarrow>=14",
         "pandas>=2.0,<3",
         "mlflow>=3.7",

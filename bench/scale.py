@@ -42,6 +42,7 @@ from dataprep.runner import pipeline, run_stage
 from pipelines import tables
 from pipelines.lakehouse import Lakehouse
 from pipelines.spark import get_spark
+from pipelines.stage import StageSummary
 from pipelines.stages import STAGE_NAMES, STAGES
 from pipelines.tables import TableSpec
 
@@ -250,22 +251,27 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def stage_input(name: str, lakehouse: Lakehouse, summary, raw_bytes: int) -> tuple[int, float]:
-    """(documents, MB) a stage took in (millions of tokens for MDS), measured before it ran (no summary) or after."""
-    if summary is None:
-        if name == "filter":
-            documents, size = table_totals(lakehouse, tables.BRONZE_DOCUMENTS)
-            return documents, size / 1e6
-        if name == "dedup":
-            documents, size = table_totals(lakehouse, tables.SILVER_DOCUMENTS, "keep")
-            return documents, size / 1e6
+def input_before(name: str, lakehouse: Lakehouse) -> tuple[int, float]:
+    """(documents, MB) a stage is about to read, for the stages whose input is a table before they run."""
+    if name == "filter":
+        documents, size = table_totals(lakehouse, tables.BRONZE_DOCUMENTS)
+    elif name == "dedup":
+        documents, size = table_totals(lakehouse, tables.SILVER_DOCUMENTS, "keep")
+    else:
         return 0, 0.0
-    kept = lambda: lakehouse.table(tables.SILVER_DEDUP).read().where("keep").count()  # noqa: E731
-    return {
-        "ingest": lambda: (sum(c.read for c in summary.sources.values()), raw_bytes / 1e6),
-        "tokenize": lambda: (kept(), summary.bytes / 1e6),
-        "mds": lambda: (kept(), sum(stage.tokens_written for stage in summary.stages) / 1e6),
-    }.get(name, lambda: (0, 0.0))()
+    return documents, size / 1e6
+
+
+def input_after(name: str, lakehouse: Lakehouse, summary: StageSummary, raw_bytes: int) -> tuple[int, float]:
+    """(documents, MB) a stage read (millions of tokens for MDS), for the stages whose summary says it."""
+    if name == "ingest":
+        return sum(c.read for c in summary.sources.values()), raw_bytes / 1e6
+    kept = lakehouse.table(tables.SILVER_DEDUP).read().where("keep").count() if name in ("tokenize", "mds") else 0
+    if name == "tokenize":
+        return kept, summary.bytes / 1e6
+    if name == "mds":
+        return kept, sum(stage.tokens_written for stage in summary.stages) / 1e6
+    return 0, 0.0
 
 
 def run_pipeline(config, raw_bytes: int) -> list[StageFigures]:
@@ -276,12 +282,12 @@ def run_pipeline(config, raw_bytes: int) -> list[StageFigures]:
     figures = []
     with pipeline(config):
         for spec in STAGES:
-            documents, megabytes = stage_input(spec.name, lakehouse, None, raw_bytes)
+            documents, megabytes = input_before(spec.name, lakehouse)
             began = time.perf_counter()
             summary = run_stage(spec.name, spark, config)
             seconds = time.perf_counter() - began
             assert summary.reconciles, summary.format()
-            after = stage_input(spec.name, lakehouse, summary, raw_bytes)
+            after = input_after(spec.name, lakehouse, summary, raw_bytes)
             documents, megabytes = documents or after[0], megabytes or after[1]
             figures.append(StageFigures(spec.name, seconds, documents, megabytes))
             print(summary.format(), f"\n[{spec.name}: {seconds:.0f} s]", flush=True)

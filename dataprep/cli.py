@@ -15,7 +15,8 @@
 
 The stage commands (ingest ... mds) and `run --from` come from the stage registry, pipelines/stages.py.
 
-Exit codes: 0 done; 2 bad config or missing input (nothing was read); 3 the run's counts do not reconcile.
+Exit codes: 0 done; 2 bad config, a missing input path or table (nothing was read); 3 the run's counts do not
+reconcile.
 """
 
 from __future__ import annotations
@@ -25,12 +26,18 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from dataprep.config import PipelineConfig, load_config
 from pipelines.ingest.planning import MissingInputError
 from pipelines.settings import ConfigError
+from pipelines.stage import MissingTableError, StageSummary
 from pipelines.stages import STAGE_NAMES, STAGES, stages_from
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_RECONCILED = 3
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.handler(args)
-    except (ConfigError, MissingInputError) as error:
+    except (ConfigError, MissingInputError, MissingTableError) as error:
         print(f"dataprep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -69,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
         stage = commands.add_parser(spec.name, help=spec.help)
         stage.add_argument("--config", required=True)
         for option in spec.options:
-            stage.add_argument(option.flag, dest=option.dest, action=option.action, help=option.help)
+            metavar = {"metavar": option.metavar} if option.metavar else {}
+            stage.add_argument(option.flag, dest=option.dest, action=option.action, help=option.help, **metavar)
         stage.set_defaults(handler=_stage, stage=spec)
 
     train = commands.add_parser("train", help="train the MoE model on the mix's MDS curriculum (resumes if it can)")
@@ -140,13 +148,18 @@ def _run(args: argparse.Namespace) -> int:
     return _run_pipeline(load_config(args.config), first_stage=args.first_stage, mix=args.mix)
 
 
-def _run_pipeline(config: PipelineConfig, first_stage: str = STAGE_NAMES[0], mix: str | None = None,
-                  then=None) -> int:  # fmt: skip
+def _run_pipeline(
+    config: PipelineConfig,
+    first_stage: str = STAGE_NAMES[0],
+    mix: str | None = None,
+    then: Callable[[], int] | None = None,
+) -> int:
     """Every stage from `first_stage` on, in one pipeline run; stops at the first that does not reconcile. `then`
     (the demo's training) runs last, inside the same pipeline run."""
-    from dataprep.runner import pipeline, run_stage
+    from dataprep.runner import check_stages, pipeline, run_stage
 
     options = {"mds": {"mix": mix}} if mix else {}
+    check_stages(config, first_stage, options)
     with pipeline(config, first_stage):
         for spec in stages_from(first_stage):
             if not _report(config, run_stage(spec.name, _spark(config), config, **options.get(spec.name, {}))):
@@ -226,13 +239,13 @@ def _redecide(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spark(config: PipelineConfig):
+def _spark(config: PipelineConfig) -> SparkSession:
     from pipelines.spark import get_spark
 
     return get_spark(config.spark)
 
 
-def _report(config: PipelineConfig, summary) -> bool:
+def _report(config: PipelineConfig, summary: StageSummary) -> bool:
     """Prints a stage summary; False (a failed run) when it does not reconcile."""
     print(summary.format())
     print(f"lakehouse: {config.lakehouse.root}   mlflow: {config.mlflow.tracking_uri}")

@@ -22,25 +22,22 @@ from pipelines import reports
 from pipelines.faults import FAILPOINT_ENV
 from pipelines.lakehouse import Lakehouse
 from pipelines.settings import ConfigError
-from pipelines.stage import StageContext, StageSummary
-from pipelines.stages import STAGE_NAMES, stage, writer_of
+from pipelines.stage import MissingTableError, StageContext, StageSummary
+from pipelines.stages import STAGE_NAMES, stage, stages_from, writer_of
 from pipelines.tracking import StepTimer, metric_name, pipeline_run, stage_run
-
-
-class MissingTableError(FileNotFoundError):
-    """A stage's input table does not exist yet: an earlier stage has not run."""
 
 
 def run_stage(name: str, spark: SparkSession, config: PipelineConfig, **options) -> StageSummary:
     """Runs one registered stage (`options` are its command-line options, by keyword) and returns its summary."""
     spec = stage(name)
     _check_failpoint()
+    sections = [getattr(config, section) for section in spec.sections]
+    spec.check(sections, options)
     lakehouse = Lakehouse(spark, config.lakehouse)
     for table in spec.reads:
         if not lakehouse.table(table).exists():
             raise MissingTableError(f"{table.name} does not exist yet: run the {writer_of(table)} stage first")
     run = spec.function()
-    sections = [getattr(config, section) for section in spec.sections]
     with stage_run(config.mlflow, config.lakehouse.root, name, {}) as mlflow_run:
         started = time.monotonic()
         context = StageContext(
@@ -62,6 +59,12 @@ def run_stage(name: str, spark: SparkSession, config: PipelineConfig, **options)
         summary.report(context)
         reports.log_summary_page(name, summary.format())
     return summary
+
+
+def check_stages(config: PipelineConfig, first_stage: str, options: dict[str, dict]) -> None:
+    """Every preflight check of the stages a pipeline will run, before the first of them starts."""
+    for spec in stages_from(first_stage):
+        spec.check([getattr(config, section) for section in spec.sections], options.get(spec.name, {}))
 
 
 @contextlib.contextmanager

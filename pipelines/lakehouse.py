@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import delta.exceptions
 import delta.exceptions.captured  # noqa: F401  (turns Delta's JVM commit conflicts into the Python classes below)
-from delta.tables import DeltaTable
+from delta.tables import DeltaTable, DeltaTableBuilder
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -49,14 +49,15 @@ class Table:
     def create_if_missing(self) -> None:
         """Creates the table as declared, unless it exists; an existing table gains the declared nullable columns it
         lacks (a column added to a declaration reaches tables made before it, as nulls)."""
-        assert self.spec is not None, f"{self.label} has no declaration to create it from"
+        if self.spec is None:
+            raise TypeError(f"{self.label} is a staging table: it has no declaration to create it from")
         builder = DeltaTable.createIfNotExists(self.spark).addColumns(self.spec.spark_schema())
         builder = builder.comment(self.spec.description)
         builder = builder.tableName(self.full_name) if self.full_name else builder.location(self.path)
         self._create(builder)
         self._add_missing_columns()
 
-    def _create(self, builder) -> None:
+    def _create(self, builder: DeltaTableBuilder) -> None:
         # Two runs starting together both try to create the table. The loser sees a commit conflict, or a location
         # the winner has begun to write but not yet committed: it waits and finds the table there.
         for attempt in range(1, _ATTEMPTS + 1):
@@ -88,7 +89,12 @@ class Table:
             f"`{f.name}` {f.dataType.simpleString()} COMMENT '{f.metadata['comment'].replace(chr(39), '')}'"
             for f in missing
         )
-        self.spark.sql(f"ALTER TABLE {self.sql_name} ADD COLUMNS ({columns})")
+        try:
+            self.spark.sql(f"ALTER TABLE {self.sql_name} ADD COLUMNS ({columns})")
+        except (*COMMIT_CONFLICTS, AnalysisException):
+            # Another run upgrading the same table at the same moment may have added them first.
+            if not {f.name for f in missing} <= set(self.read().columns):
+                raise
 
     def delta(self) -> DeltaTable:
         if self.full_name:

@@ -99,11 +99,19 @@ def expand_env(text: str, extra: Mapping[str, str] | None = None) -> str:
     return _ENV_REFERENCE.sub(replace, text)
 
 
-def absolute(path: str) -> str:
-    """Local paths become absolute (against the working directory, as spark-submit and most CLIs resolve them);
-    URIs (dbfs:/, s3://, ...) are kept as they are."""
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", path):
-        return path
+def local_path(where: str, path: str) -> str:
+    """A path this version reads and writes files at, made absolute (against the working directory, as
+    spark-submit and most CLIs resolve them); `file://` URIs are local paths too. Any other URI (s3://, dbfs:/, ...)
+    is refused here, naming the key: the files under it (shards, models, checkpoints) are written with local file
+    operations, which would create a directory named after the scheme instead of reaching the store."""
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/", path)
+    if scheme and scheme.group(1).lower() == "file":
+        path = re.sub(r"^file:(//)?", "", path, flags=re.IGNORECASE)
+    elif scheme:
+        raise ConfigError(
+            f"{where}: {path!r} is a {scheme.group(1)}: URI; files are read and written on local or mounted paths "
+            "only (on Databricks a Unity Catalog volume, /Volumes/<catalog>/<schema>/<volume>/...): use such a path"
+        )
     return os.path.abspath(os.path.expanduser(path))
 
 
@@ -137,7 +145,7 @@ def parse_lakehouse(section: Section) -> LakehouseConfig:
     for key, value in (("catalog", catalog), ("schema", schema)):
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise ConfigError(f"lakehouse.{key}: {value!r} is not a plain identifier (letters, digits, underscore)")
-    return LakehouseConfig(root=absolute(root), catalog=catalog, schema=schema)
+    return LakehouseConfig(root=local_path(section.where("root"), root), catalog=catalog, schema=schema)
 
 
 @dataclass(frozen=True)

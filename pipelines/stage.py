@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from pipelines.tracking import StepTimer
 
 
+class MissingTableError(FileNotFoundError):
+    """A stage's input table does not exist yet: an earlier stage has not run."""
+
+
 @dataclass(frozen=True)
 class Option:
     """A command-line option of a stage, passed to its run function as the keyword `dest`."""
@@ -33,6 +37,7 @@ class Option:
     dest: str  # the run function's keyword
     help: str
     action: str = "store"  # argparse action: store, store_true, append
+    metavar: str | None = None  # what the help shows for the value
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,21 @@ class StageSpec:
     sections: tuple[str, ...]  # config sections handed to the run function, in order, after the context
     run: str  # "module:function", imported when the stage runs (keeps this declaration free of Spark imports)
     options: tuple[Option, ...] = ()
+    # "module:function" taking the same sections and options as `run`, raising ConfigError on a setting the stage
+    # cannot honour: run before anything runs (before a whole pipeline, when the stage is part of one)
+    preflight: str | None = None
 
     def function(self) -> Callable[..., StageSummary]:
-        module, _, name = self.run.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _resolve(self.run)
+
+    def check(self, sections: list, options: dict) -> None:
+        if self.preflight:
+            _resolve(self.preflight)(*sections, **options)
+
+
+def _resolve(reference: str) -> Callable:
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass

@@ -18,7 +18,7 @@ STAGES: tuple[StageSpec, ...] = (
         writes=(tables.BRONZE_DOCUMENTS, tables.BRONZE_QUARANTINE),
         sections=("sources", "ingest"),
         run="pipelines.ingest.stage:run_ingest",
-        options=(Option("--source", "only", "only this source (repeatable)", "append"),),
+        options=(Option("--source", "only", "only this source (repeatable)", "append", metavar="NAME"),),
     ),
     StageSpec(
         "filter",
@@ -52,7 +52,8 @@ STAGES: tuple[StageSpec, ...] = (
         writes=(),
         sections=("mds",),
         run="pipelines.mds.stage:run_mds",
-        options=(Option("--mix", "mix", "mixes/*.yaml (default: the config's mds.mix)"),),
+        preflight="pipelines.mds.stage:chosen_mix",
+        options=(Option("--mix", "mix", "mixes/*.yaml (default: the config's mds.mix)", metavar="MIX.yaml"),),
     ),
 )
 
@@ -73,4 +74,7 @@ def stages_from(first: str) -> tuple[StageSpec, ...]:
 
 def writer_of(table: TableSpec) -> str:
     """The stage that writes a table (what to run when it is missing)."""
-    return next(spec.name for spec in STAGES if table in spec.writes)
+    for spec in STAGES:
+        if table in spec.writes:
+            return spec.name
+    raise KeyError(f"no registered stage writes {table.name}")

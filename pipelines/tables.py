@@ -53,7 +53,8 @@ class TableSpec:
         """The table's columns, in order and cast to their declared types (what a write must hand Delta)."""
         from pyspark.sql import functions as F
 
-        return frame.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in self.spark_schema().fields])
+        fields = self.spark_schema().fields  # with their comments: a table written by overwrite stores them too
+        return frame.select(*[F.col(f.name).cast(f.dataType).alias(f.name, metadata=f.metadata) for f in fields])
 
     def _select(self, names: Iterable[str] | None) -> list[Column]:
         if names is None:
@@ -139,7 +140,7 @@ SILVER_DOCUMENTS = _table(
     ("drop_reasons", pa.list_(pa.string()), True, "every rule that drops the document"),
     ("run_id", STRING, False, "MLflow run id of the filter run that computed the signals"),
     ("processed_at", TIMESTAMP, False, "start of that run, UTC"),
-    # Last: a table made before signals were versioned gains it at the end (filter/stage.py adds it).
+    # Last: a table made before signals were versioned gains it at the end (Table.create_if_missing adds it).
     (
         "signal_versions",
         pa.map_(pa.string(), pa.int32()),

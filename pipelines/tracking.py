@@ -51,8 +51,9 @@ def _store_lock(tracking_uri: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def pipeline_run(settings: MlflowConfig, lakehouse: str, resolved: dict[str, Any], name: str = "pipeline"
-                 ) -> Iterator[Run]:  # fmt: skip
+def pipeline_run(
+    settings: MlflowConfig, lakehouse: str, resolved: dict[str, Any], name: str = "pipeline"
+) -> Iterator[Run]:
     """The parent MLflow run of a whole pipeline: the resolved config (a dict) as parameters and as config.json;
     each stage run opened inside it is its child. Runs are tagged with the lakehouse root they worked on."""
     experiment_id = configure(settings)

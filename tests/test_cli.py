@@ -50,6 +50,20 @@ def test_a_missing_input_path_exits_2_before_reading_anything(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "lakehouse" / "bronze")
 
 
+def test_a_stage_before_its_input_table_exists_exits_2_naming_the_stage_to_run(spark, tmp_path, capsys):
+    config = write_config(tmp_path, [{"name": "web", "format": "jsonl", "paths": str(tmp_path)}])
+    assert main(["dedup", "--config", config]) == EXIT_BAD_INPUT
+    assert "silver.documents does not exist yet: run the filter stage first" in capsys.readouterr().err
+
+
+def test_a_pipeline_whose_mds_stage_has_no_mix_exits_2_before_any_stage_runs(tmp_path, capsys, write_lines):
+    write_lines(str(tmp_path / "in" / "a.jsonl"), ['{"text": "one"}'])
+    config = write_config(tmp_path, [{"name": "web", "format": "jsonl", "paths": str(tmp_path / "in")}])
+    assert main(["run", "--config", config]) == EXIT_BAD_INPUT
+    assert "mds.mix: no mix given" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "lakehouse" / "bronze")
+
+
 def test_ingest_command_runs_the_stage_and_prints_a_reconciled_summary(spark, tmp_path, capsys, write_lines):
     write_lines(str(tmp_path / "in" / "a.jsonl"), ['{"text": "one"}', "not json"])
     config = write_config(tmp_path, [{"name": "web", "format": "jsonl", "paths": str(tmp_path / "in")}])

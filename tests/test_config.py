@@ -66,6 +66,10 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypa
             "filter.quality: sources ['x'] are not configured",
         ),
         ({"sources": [SOURCE], "filter": {"langs": ["en"]}}, "filter: unknown key(s) 'langs'"),
+        ({"sources": [SOURCE], "lakehouse": {"root": "s3://b/lh"}}, "lakehouse.root: 's3://b/lh' is a s3: URI"),
+        ({"sources": [{**SOURCE, "paths": ["s3a://b/x/*.jsonl"]}]}, "sources[0] (web).paths: 's3a://b/x/*.jsonl' is"),
+        ({"sources": [SOURCE], "mds": {"output": "dbfs:/mds"}}, "mds.output: 'dbfs:/mds' is a dbfs: URI"),
+        ({"sources": [SOURCE], "train": {"checkpoint_dir": "gs://b/ck"}}, "train.checkpoint_dir: 'gs://b/ck' is a gs:"),
         ({"sources": [SOURCE], "dedup": {"threshold": 1.5}}, "dedup.threshold: 1.5 must be between 0 and 1"),
         ({"sources": [SOURCE], "dedup": {"scheme": "affine64"}}, "dedup.scheme: 'affine64' is not one of"),
         ({"sources": [SOURCE], "dedup": {"keep_order": ["length desc"]}}, "dedup.keep_order: 'length desc'"),
@@ -83,6 +87,12 @@ def test_invalid_configs_name_the_key_and_the_value(raw, message):
     with pytest.raises(ConfigError) as error:
         parse_config(raw)
     assert message in str(error.value)
+
+
+def test_file_uris_are_local_paths(tmp_path):
+    config = parse_config({"lakehouse": {"root": f"file://{tmp_path}/lh"}, "sources": [SOURCE]})
+    assert config.lakehouse.root == f"{tmp_path}/lh"
+    assert config.mds.output == f"{tmp_path}/lh/mds"
 
 
 def test_unity_catalog_names_are_accepted():

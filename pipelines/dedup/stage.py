@@ -72,9 +72,6 @@ class DedupSummary(StageSummary):
         return metrics
 
     def report(self, context: StageContext) -> None:
-        mlflow.set_tag("dataprep.dedup_mode", self.mode)
-        if self.reason:
-            mlflow.set_tag("dataprep.dedup_full_run_reason", self.reason)
         sizes = (
             context.lakehouse.table(SILVER_DEDUP)
             .read()
@@ -100,6 +97,7 @@ def run_dedup(context: StageContext, settings: DedupConfig) -> DedupSummary:
     if settings.mode == "incremental":
         reason = full_run_reason(documents, dedup, index, index_params(settings, bands, rows)) or ""
     mode = "incremental" if settings.mode == "incremental" and not reason else "full"
+    mlflow.set_tags({"dataprep.dedup_mode": mode, **({"dataprep.dedup_full_run_reason": reason} if reason else {})})
     staging = lakehouse.staging(f"dedup_{context.run_id}")
     try:
         if mode == "full":

@@ -94,7 +94,8 @@ FAMILIES: tuple[SignalFamily, ...] = (
         lambda text, words: code_signals.signals(text),
     ),
     SignalFamily("language_id", 1, TEXT, ("language_score",), None),
-    SignalFamily("quality_model", 1, TEXT, ("quality_score",), None, versioned=False),
+    # Scored on every row (code too) by the quality classifier; versioned by the model's run, not here.
+    SignalFamily("quality_model", 1, TEXT + CODE, ("quality_score",), None, versioned=False),
 )
 
 SIGNALS: dict[str, Signal] = {

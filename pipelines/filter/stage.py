@@ -140,16 +140,21 @@ def _remove_stale(silver: Table, bronze: Table) -> int:
     return int(merge.execute().first()["num_deleted_rows"])
 
 
-def signals_up_to_date() -> Column:
-    """True for a silver row whose `signal_versions` holds today's version of every family for its kind."""
+def signals_up_to_date(table: str = "") -> Column:
+    """True for a silver row whose `signal_versions` holds today's version of every family for its kind (`table`:
+    the alias that qualifies the columns, inside a MERGE)."""
+
+    def column(name: str) -> Column:
+        return F.col(f"{table}.{name}" if table else name)
+
     kinds = sorted({kind for family in FAMILIES for kind in family.kinds})
     current = F.lit(False)
     for kind in kinds:
         recorded = [
-            F.coalesce(F.col("signal_versions")[name] == F.lit(version), F.lit(False))
+            F.coalesce(column("signal_versions")[name] == F.lit(version), F.lit(False))
             for name, version in current_versions(kind).items()
         ]
-        current = F.when(F.col("kind") == kind, functools.reduce(lambda a, b: a & b, recorded)).otherwise(current)
+        current = F.when(column("kind") == kind, functools.reduce(lambda a, b: a & b, recorded)).otherwise(current)
     return current
 
 
@@ -176,13 +181,14 @@ def _compute_signals(lakehouse: Lakehouse, bronze: Table, silver: Table, run_id:
                 F.lit(at).alias("processed_at"),
             )
         )
-        # Decisions stay as they were until _apply_decisions re-derives them from the new signals.
+        # Decisions stay as they were until _apply_decisions re-derives them from the new signals. A row another
+        # filter run brought up to date meanwhile is left alone (and not counted).
         replaced = [*COMPUTED_COLUMNS, "quality_score", "quality_model", "run_id", "processed_at"]
         merge = (
             silver.delta()
             .alias("t")
             .merge(rows.alias("s"), "t.doc_id = s.doc_id")
-            .whenMatchedUpdate(set={name: f"s.{name}" for name in replaced})
+            .whenMatchedUpdate(condition=~signals_up_to_date("t"), set={name: f"s.{name}" for name in replaced})
             .whenNotMatchedInsertAll()
         )
         metrics = merge.execute().first()

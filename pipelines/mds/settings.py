@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipelines.settings import LakehouseConfig, Section, absolute
+from pipelines.settings import LakehouseConfig, Section, local_path
 
 
 @dataclass(frozen=True)
@@ -20,4 +20,6 @@ def parse_mds(section: Section, lakehouse: LakehouseConfig) -> MdsConfig:
     mix = section.take("mix", str)
     output = section.take("output", str, default=os.path.join(lakehouse.root, "mds"))
     section.reject_unknown()
-    return MdsConfig(mix=absolute(mix) if mix else None, output=absolute(output))
+    return MdsConfig(
+        mix=local_path(section.where("mix"), mix) if mix else None, output=local_path(section.where("output"), output)
+    )

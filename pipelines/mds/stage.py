@@ -107,14 +107,12 @@ class MdsSummary(StageSummary):
                          "tokens", second=realised, legend=("requested", "realised"))  # fmt: skip
 
 
-def run_mds(context: StageContext, settings: MdsConfig, mix: str | Mix | None = None, output: str | None = None
-            ) -> MdsSummary:  # fmt: skip
+def run_mds(
+    context: StageContext, settings: MdsConfig, mix: str | Mix | None = None, output: str | None = None
+) -> MdsSummary:
     """Every stage of the mix (a Mix, a mixes/*.yaml path, or by default the config's `mds.mix`) as MDS shards
     under `<output>/<mix name>/` (default: the config's `mds.output`)."""
-    mix = mix or settings.mix
-    if not mix:
-        raise ConfigError("mds.mix: no mix given (set it in the config or pass --mix)")
-    mix = load_mix(mix) if isinstance(mix, str) else mix
+    mix = chosen_mix(settings, mix)
     output = output or settings.output
     tokens, silver = context.lakehouse.table(GOLD_TOKENS), context.lakehouse.table(SILVER_DOCUMENTS)
     versions = {GOLD_TOKENS.name: tokens.version(), SILVER_DOCUMENTS.name: silver.version()}
@@ -125,6 +123,15 @@ def run_mds(context: StageContext, settings: MdsConfig, mix: str | Mix | None = 
         for stage in mix.stages
     ]
     return MdsSummary(mix=mix.name, stages=results)
+
+
+def chosen_mix(settings: MdsConfig, mix: str | Mix | None = None, **other_options: object) -> Mix:
+    """The mix to write, loaded and validated: the stage's preflight (which gets every option of the stage), so a
+    missing or bad mix fails before anything runs."""
+    mix = mix or settings.mix
+    if not mix:
+        raise ConfigError("mds.mix: no mix given (set it in the config or pass --mix)")
+    return load_mix(mix) if isinstance(mix, str) else mix
 
 
 def stage_key(mix: Mix, stage: Stage, versions: dict[str, int]) -> str:
