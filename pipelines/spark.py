@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -37,6 +38,11 @@ def get_spark(config: SparkConfig | None = None, app_name: str = "dataprep") -> 
         return builder.getOrCreate()
     # A local session talks only to itself: bind to loopback (and skip Spark's hostname warning).
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if config.master.startswith("local"):
+        # Local workers run this interpreter, not the first `python3` on PATH (PySpark's default): a scheduler (cron,
+        # a job runner) starts the console script by its path without activating its environment, and workers
+        # started from PATH would lack the project and its dependencies. PySpark reads it when the context starts.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in _local_conf(config).items():
         builder = builder.config(key, value)
     jars = _delta_jars()

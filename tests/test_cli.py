@@ -73,6 +73,18 @@ def test_ingest_command_runs_the_stage_and_prints_a_reconciled_summary(spark, tm
     assert " ok" in out
 
 
+def test_the_console_script_run_by_its_path_with_a_bare_path_uses_its_own_python_for_workers(tmp_path, write_lines):
+    # As cron runs it: no environment activated, so the first python3 on PATH is the system's, without the project.
+    write_lines(str(tmp_path / "in" / "a.jsonl"), ['{"text": "scheduled"}'])
+    config = write_config(tmp_path, [{"name": "web", "format": "jsonl", "paths": str(tmp_path / "in")}])
+    script = os.path.join(os.path.dirname(sys.executable), "dataprep")
+    environment = {key: os.environ[key] for key in ("HOME", "DATAPREP_DELTA_JARS")} | {"PATH": "/usr/bin:/bin"}
+    result = subprocess.run([script, "ingest", "--config", config], capture_output=True, text=True, timeout=300,
+                            env=environment)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "web" in result.stdout and " ok" in result.stdout
+
+
 def test_spark_submit_runs_the_job_entry_point(tmp_path, write_lines):
     write_lines(str(tmp_path / "in" / "a.jsonl"), ['{"text": "submitted"}'])
     config = write_config(
