@@ -32,5 +32,5 @@ setup(
         "test": ["pytest>=8", "deltalake>=1.0", "ruff"],
         "train": ["torch>=2.4"],
     },
-    entry_points={"console_scripts": ["dataprep=dataprep.cli:main"]},
+    entry_points={"console_scripts": ["dataprep=dataprep.cli:entry_point"]},
 )

@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from dataprep.config import PipelineConfig, load_config
 from pipelines.ingest.planning import MissingInputError
@@ -41,6 +41,13 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_RECONCILED = 3
+
+
+def entry_point() -> NoReturn:
+    """The console script: exits with main()'s status. A Databricks wheel task calls this function and ignores what
+    it returns, so a bad config or an unreconciled run must end the process with its non-zero status to fail the
+    task (and stop the tasks after it)."""
+    sys.exit(main())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,13 @@
 import itertools
 import os
 import re
+import sys
 from importlib import metadata
 
+import pytest
 import yaml
 
-from dataprep.cli import _parser
+from dataprep.cli import _parser, entry_point
 from pipelines.stages import STAGE_NAMES
 
 JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs")
@@ -53,12 +55,22 @@ def test_every_task_runs_an_existing_entry_point_that_accepts_its_parameters():
     for task in spec["resources"]["jobs"]["dataprep"]["tasks"]:
         wheel_task = task["python_wheel_task"]
         assert wheel_task["package_name"] == metadata.metadata("dataprep")["Name"]
-        assert scripts[wheel_task["entry_point"]] == "dataprep.cli:main"
+        assert scripts[wheel_task["entry_point"]] == "dataprep.cli:entry_point"
         parameters = [substituted(p, spec["variables"]) for p in wheel_task["parameters"]]
         assert "${" not in " ".join(parameters)
         args = _parser().parse_args(parameters)  # argparse exits on anything it does not accept
         assert callable(args.handler) and args.config == spec["variables"]["config"]["default"]
         assert task["libraries"] == [{"whl": "../dist/*.whl"}]
+
+
+def test_the_wheel_entry_point_fails_the_process_on_bad_input_whatever_its_caller_does_with_return_values(
+    tmp_path, monkeypatch
+):
+    # A Databricks wheel task calls the entry point and ignores its return value: only the exit status fails it.
+    monkeypatch.setattr(sys, "argv", ["dataprep", "validate", "--config", str(tmp_path / "absent.yaml")])
+    with pytest.raises(SystemExit) as exit_:
+        entry_point()
+    assert exit_.value.code == 2
 
 
 def test_spark_submit_entry_point_forwards_to_the_command_line():
