@@ -9,7 +9,7 @@
     dataprep mds --config FILE [--mix MIX.yaml]
     dataprep train --config FILE [--mix MIX.yaml] [--max-steps N] [--nproc N|auto]   the MoE model on the curriculum
     dataprep report [--config FILE] [--run ID] [--compare [ID]]   latest pipeline run, or what changed since another
-    dataprep verify DIR                   check an MDS directory: hashes, counts, token ids, manifest
+    dataprep verify URI                   check an MDS directory: hashes, counts, token ids, manifest
     dataprep redecide --config FILE [--dry-run]
     dataprep validate --config FILE         check a config and print what it resolves to
 
@@ -31,6 +31,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, NoReturn
 
 from dataprep.config import PipelineConfig, load_config
+from pipelines import storage
 from pipelines.ingest.planning import MissingInputError
 from pipelines.settings import ConfigError
 from pipelines.stage import MissingTableError, StageSummary
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.handler(args)
-    except (ConfigError, MissingInputError, MissingTableError) as error:
+    except (ConfigError, MissingInputError, MissingTableError, storage.UnsupportedPath) as error:
         print(f"dataprep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -107,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_report_runs)
 
     verify = commands.add_parser("verify", help="check an MDS directory: hashes, sample counts, token ids, manifest")
-    verify.add_argument("directory")
+    verify.add_argument("directory", help="a local path or an object store URI (s3://bucket/mds/mix/stage)")
+    verify.add_argument("--config", help="take the object store's endpoint from this config's spark.conf")
     verify.set_defaults(handler=_verify)
 
     redecide = commands.add_parser("redecide", help="re-apply the config's rules to stored signals (no recompute)")
@@ -140,7 +142,7 @@ def _demo(args: argparse.Namespace) -> int:
     from dataprep.demo import build_demo_corpus
 
     config = demo_config(args.lakehouse)
-    sizes = build_demo_corpus(os.path.join(config.lakehouse.root, "demo_corpus"))
+    sizes = build_demo_corpus(storage.join(config.lakehouse.root, "demo_corpus"))
     stdlib = config.source("python_stdlib").paths[0]
     print(f"demo corpus: {sizes} prose documents, plus the standard library at {stdlib}")
     if args.train_steps == 0:
@@ -218,7 +220,9 @@ def _train(args: argparse.Namespace) -> int:
         mds = dataclasses.replace(mds, mix=args.mix)
     if args.max_steps is not None:
         settings = dataclasses.replace(settings, max_steps=args.max_steps)
-    summary = train(settings, mds, config.mlflow, config.lakehouse.root)
+    # Object stores are reached as the config's Spark settings tell Spark to (spark.hadoop.fs.s3a.endpoint, ...).
+    store = storage.Storage.from_mapping(dict(config.spark.conf))
+    summary = train(settings, mds, config.mlflow, config.lakehouse.root, store)
     if int(os.environ.get("RANK", "0")) == 0:
         print(summary.format())
     return 0
@@ -226,8 +230,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from pipelines.mds.verify import verify
-
-    result = verify(args.directory)
+    conf = dict(load_config(args.config).spark.conf) if args.config else {}
+    result = verify(storage.normalized(args.directory), store=storage.Storage.from_mapping(conf))
     print(result.format())
     return 0 if result.ok else EXIT_NOT_RECONCILED
 

@@ -49,6 +49,16 @@ class PipelineConfig:
     def source(self, name: str) -> SourceConfig:
         return source_named(self.sources, name)
 
+    def storage_paths(self) -> dict[str, str]:
+        """Every path data is read from or written to, by the key that names it (for checks before a run)."""
+        paths = {"lakehouse.root": self.lakehouse.root}
+        for index, source in enumerate(self.sources):
+            for number, path in enumerate(source.paths):
+                paths[f"sources[{index}] ({source.name}).paths[{number}]"] = path
+        paths["mds.output"] = self.mds.output
+        paths["train.checkpoint_dir"] = self.train.checkpoint_dir
+        return paths
+
 
 def load_config(path: str | os.PathLike[str], variables: dict[str, str] | None = None) -> PipelineConfig:
     """Reads, expands and validates a YAML config file."""

@@ -16,26 +16,28 @@ import sysconfig
 import warnings
 from pydoc_data.topics import topics
 
+from pipelines import storage
 from pipelines.ingest.planning import SKIPPED_CODE_DIRECTORIES
+from pipelines.storage import Storage
 
 
 def python_stdlib() -> str:
     return sysconfig.get_paths()["stdlib"]
 
 
-def build_demo_corpus(directory: str) -> dict[str, int]:
-    """Writes the prose part of the corpus under `directory`; returns how many documents each part holds."""
-    topics_dir = os.path.join(directory, "pydoc_topics")
-    docstrings_dir = os.path.join(directory, "module_docstrings")
-    os.makedirs(topics_dir, exist_ok=True)
-    os.makedirs(docstrings_dir, exist_ok=True)
+def build_demo_corpus(directory: str, store: Storage | None = None) -> dict[str, int]:
+    """Writes the prose part of the corpus under `directory` (a storage URI: a local path or an object store);
+    returns how many documents each part holds."""
+    store = store or Storage()
+    topics_dir = storage.join(directory, "pydoc_topics")
+    docstrings_dir = storage.join(directory, "module_docstrings")
     for name, text in sorted(topics.items()):
-        _write_if_changed(os.path.join(topics_dir, f"{name}.txt"), text.encode("utf-8"))
+        _write_if_changed(store, storage.join(topics_dir, f"{name}.txt"), text.encode("utf-8"))
     import orjson  # here, not at the top: the trainer's environment reads the demo config without orjson
 
     lines = [orjson.dumps({"module": module, "docstring": doc, "path": path}) for module, path, doc in _docstrings()]
     payload = b"".join(line + b"\n" for line in lines)
-    _write_if_changed(os.path.join(docstrings_dir, "stdlib.jsonl.gz"), gzip.compress(payload, mtime=0))
+    _write_if_changed(store, storage.join(docstrings_dir, "stdlib.jsonl.gz"), gzip.compress(payload, mtime=0))
     return {"pydoc_topics": len(topics), "module_docstrings": len(lines)}
 
 
@@ -71,11 +73,8 @@ def _module_docstring(path: str) -> str | None:
     return ast.get_docstring(tree)
 
 
-def _write_if_changed(path: str, data: bytes) -> None:
+def _write_if_changed(store: Storage, uri: str, data: bytes) -> None:
     # Rewriting identical bytes is harmless for ids, but leaving the file alone keeps reruns visibly idempotent.
-    if os.path.exists(path):
-        with open(path, "rb") as handle:
-            if handle.read() == data:
-                return
-    with open(path, "wb") as handle:
-        handle.write(data)
+    if store.size(uri) == len(data) and store.read_bytes(uri) == data:
+        return
+    store.write_bytes(uri, data)

@@ -18,12 +18,13 @@ import mlflow
 from pyspark.sql import SparkSession
 
 from dataprep.config import PipelineConfig
-from pipelines import reports
+from pipelines import reports, storage
 from pipelines.faults import FAILPOINT_ENV
 from pipelines.lakehouse import Lakehouse
 from pipelines.settings import ConfigError
 from pipelines.stage import MissingTableError, StageContext, StageSummary
 from pipelines.stages import STAGE_NAMES, stage, stages_from, writer_of
+from pipelines.storage import Storage
 from pipelines.tracking import StepTimer, metric_name, pipeline_run, stage_run
 
 
@@ -33,6 +34,7 @@ def run_stage(name: str, spark: SparkSession, config: PipelineConfig, **options)
     _check_failpoint()
     sections = [getattr(config, section) for section in spec.sections]
     spec.check(sections, options)
+    check_paths(config, spark)
     lakehouse = Lakehouse(spark, config.lakehouse)
     for table in spec.reads:
         if not lakehouse.table(table).exists():
@@ -65,6 +67,38 @@ def check_stages(config: PipelineConfig, first_stage: str, options: dict[str, di
     """Every preflight check of the stages a pipeline will run, before the first of them starts."""
     for spec in stages_from(first_stage):
         spec.check([getattr(config, section) for section in spec.sections], options.get(spec.name, {}))
+
+
+def check_paths(config: PipelineConfig, spark: SparkSession) -> None:
+    """Every data path of the config, before anything runs: one that executors on other hosts cannot see is refused
+    when the session has such executors, and an object store's bucket must exist and answer a listing."""
+    unshared_paths_problem(config, _master(spark))
+    store = Storage.from_spark(spark)
+    for key, uri in config.storage_paths().items():
+        try:
+            store.check_reachable(key, storage.non_glob_prefix(uri) if storage.has_glob(uri) else uri)
+        except storage.UnsupportedPath as error:
+            raise ConfigError(str(error)) from None
+
+
+def unshared_paths_problem(config: PipelineConfig, master: str | None) -> None:
+    """Refuses a path only this machine sees when executors run on other machines (any master but `local[...]`)."""
+    if not master or master.startswith("local"):
+        return
+    for key, uri in config.storage_paths().items():
+        if not storage.is_shared(uri):
+            raise ConfigError(
+                f"{key}: {uri!r} is a path on this machine, but the Spark session's executors run on other hosts "
+                f"(spark.master={master}), where it does not exist: use an object store URI (s3a://bucket/..., "
+                "abfss://..., gs://...) or, on Databricks, a Unity Catalog volume (/Volumes/...)"
+            )
+
+
+def _master(spark: SparkSession) -> str | None:
+    try:
+        return spark.conf.get("spark.master", None)
+    except Exception:  # noqa: BLE001 (a Spark Connect session may not expose it: nothing to check then)
+        return None
 
 
 @contextlib.contextmanager

@@ -7,9 +7,7 @@ Unity Catalog configured it is `<catalog>.<schema>.bronze_documents`. Nothing el
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipelines import storage
 from pipelines.settings import LakehouseConfig
 from pipelines.tables import TableSpec, table_spec
 
@@ -130,7 +129,7 @@ class Table:
         if self.full_name:
             self.spark.sql(f"DROP TABLE IF EXISTS {self.full_name}")
         else:
-            shutil.rmtree(self.path, ignore_errors=True)
+            storage.Storage.from_spark(self.spark).delete_tree(self.path)
 
     def version(self) -> int:
         """The latest committed version (what a report or manifest records as 'read at')."""
@@ -141,6 +140,8 @@ class Lakehouse:
     def __init__(self, spark: SparkSession, config: LakehouseConfig) -> None:
         self.spark = spark
         self.config = config
+        # How Python reaches the files beside the tables (models, shards, inputs): as Spark's connectors do.
+        self.storage = storage.Storage.from_spark(spark)
 
     def table(self, spec: TableSpec | str) -> Table:
         """A declared table, by its declaration or its name (`"silver.documents"`, for notebooks and tests)."""
@@ -159,7 +160,7 @@ class Lakehouse:
         if self.config.uses_unity_catalog:
             full_name = f"{self.config.catalog}.{self.config.schema}.{layer}_{name}"
             return Table(self.spark, label, path=None, full_name=full_name, spec=spec)
-        return Table(self.spark, label, path=os.path.join(self.config.root, layer, name), full_name=None, spec=spec)
+        return Table(self.spark, label, path=storage.join(self.config.root, layer, name), full_name=None, spec=spec)
 
 
 Result = TypeVar("Result")

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines import storage
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key, the value and what was expected."""
@@ -100,19 +102,20 @@ def expand_env(text: str, extra: Mapping[str, str] | None = None) -> str:
 
 
 def local_path(where: str, path: str) -> str:
-    """A path this version reads and writes files at, made absolute (against the working directory, as
-    spark-submit and most CLIs resolve them); `file://` URIs are local paths too. Any other URI (s3://, dbfs:/, ...)
-    is refused here, naming the key: the files under it (shards, models, checkpoints) are written with local file
-    operations, which would create a directory named after the scheme instead of reaching the store."""
-    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/", path)
-    if scheme and scheme.group(1).lower() == "file":
-        path = re.sub(r"^file:(//)?", "", path, flags=re.IGNORECASE)
-    elif scheme:
-        raise ConfigError(
-            f"{where}: {path!r} is a {scheme.group(1)}: URI; files are read and written on local or mounted paths "
-            "only (on Databricks a Unity Catalog volume, /Volumes/<catalog>/<schema>/<volume>/...): use such a path"
-        )
-    return os.path.abspath(os.path.expanduser(path))
+    """A path on this machine (a config file such as a mix), made absolute; a URI is refused, naming the key."""
+    if storage.scheme_of(path) not in (None, "file"):
+        raise ConfigError(f"{where}: {path!r} is a URI; this file is read on the driver: give a local path")
+    return storage_path(where, path)
+
+
+def storage_path(where: str, path: str) -> str:
+    """A path data is read from or written to (pipelines/storage.py): a local path made absolute (against the
+    working directory, as spark-submit and most CLIs resolve them), or an object store URI; a scheme the storage
+    layer cannot serve is refused here, naming the key, before anything runs."""
+    try:
+        return storage.normalized(path)
+    except storage.UnsupportedPath as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,7 +148,7 @@ def parse_lakehouse(section: Section) -> LakehouseConfig:
     for key, value in (("catalog", catalog), ("schema", schema)):
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise ConfigError(f"lakehouse.{key}: {value!r} is not a plain identifier (letters, digits, underscore)")
-    return LakehouseConfig(root=local_path(section.where("root"), root), catalog=catalog, schema=schema)
+    return LakehouseConfig(root=storage_path(section.where("root"), root), catalog=catalog, schema=schema)
 
 
 @dataclass(frozen=True)
@@ -183,16 +186,30 @@ class MlflowConfig:
 
 
 def parse_mlflow(section: Section, lakehouse: LakehouseConfig) -> MlflowConfig:
-    default_uri = "sqlite:///" + os.path.join(lakehouse.root, "mlflow.db")
+    remote_root = storage.is_remote(lakehouse.root)
+    default_uri = None if remote_root else "sqlite:///" + os.path.join(lakehouse.root, "mlflow.db")
     tracking_uri = section.take("tracking_uri", str, default=default_uri)
     experiment = section.take("experiment", str, default="dataprep")
     artifact_location = section.take("artifact_location", str)
     section.reject_unknown()
+    if tracking_uri is None:
+        # An sqlite file cannot live in a bucket: where runs go has to be said, not guessed.
+        raise ConfigError(
+            f"mlflow.tracking_uri: lakehouse.root {lakehouse.root!r} is in an object store, where MLflow's sqlite "
+            "store cannot live; set it to an MLflow server, `databricks`, or sqlite:////absolute/local/path.db"
+        )
     if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
         raise ConfigError(
             f"mlflow.tracking_uri: {tracking_uri!r} is a relative sqlite path; use sqlite:////absolute/path.db "
             "so every process (driver, workers, CI) opens the same store"
         )
+    if artifact_location is not None and storage.scheme_of(artifact_location) in ("s3a", "s3n"):
+        raise ConfigError(
+            f"mlflow.artifact_location: {artifact_location!r}: MLflow's artifact stores know s3://, not the Hadoop "
+            "spelling; write s3://" + artifact_location.split("://", 1)[1]
+        )
     if artifact_location is None and tracking_uri.startswith("sqlite:"):
-        artifact_location = os.path.join(lakehouse.root, "mlflow-artifacts")
+        # Beside the lakehouse when it is local; beside the sqlite file when the lakehouse is in a bucket.
+        home = os.path.dirname(tracking_uri.removeprefix("sqlite:///")) if remote_root else lakehouse.root
+        artifact_location = os.path.join(home, "mlflow-artifacts")
     return MlflowConfig(tracking_uri, experiment, artifact_location)

@@ -6,7 +6,10 @@
 # What it holds:
 #   - a virtualenv with the pinned Python packages and this project installed editable;
 #   - the two Delta Lake JARs, fetched from Maven Central with `mvn`, so that Spark never resolves packages at
-#     session start (which needs Ivy and the network). DATAPREP_DELTA_JARS tells the session factory where they are.
+#     session start (which needs Ivy and the network). DATAPREP_DELTA_JARS tells the session factory where they are;
+#   - on request (`ensure_s3a_jars`: the tests, a session on s3a://), Hadoop's S3 connector JARs (hadoop-aws and the
+#     AWS SDK bundle it is built against, ~560 MB); DATAPREP_S3A_JARS says where they are, and an embedded session
+#     adds them to spark.jars.
 set -euo pipefail
 
 DATAPREP_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,6 +17,10 @@ DATAPREP_CACHE="${DATAPREP_CACHE:-$HOME/.cache/dataprep}"
 PYTHON="${PYTHON:-python3}"
 DELTA_VERSION="4.0.1"
 DELTA_SCALA="2.13"
+# hadoop-aws must match the hadoop-client pyspark ships (pyspark/jars/hadoop-client-*-3.4.1.jar), and the SDK bundle
+# must be the one that hadoop-aws release was built and tested against (its pom names it).
+HADOOP_VERSION="3.4.1"
+AWS_SDK_BUNDLE_VERSION="2.24.6"
 
 _requirements_key() {
   cat "$DATAPREP_REPO"/requirements/*.txt | sha256sum | cut -c1-12
@@ -60,6 +67,25 @@ _ensure_delta_jars() {
     touch "$dir/.complete"
   fi
   export DATAPREP_DELTA_JARS="$dir"
+}
+
+ensure_s3a_jars() {
+  local dir="$DATAPREP_CACHE/jars/s3a-$HADOOP_VERSION"
+  # Downloaded beside the final directory and renamed only once both JARs are in: the SDK bundle is ~560 MB, and an
+  # interrupted fetch leaves only the .partial directory, which the next run discards and fetches again.
+  if [ ! -d "$dir" ]; then
+    command -v mvn >/dev/null || { echo "[env] mvn not found: install Maven (apt-get install maven) to fetch the s3a JARs" >&2; exit 1; }
+    echo "[env] fetching hadoop-aws $HADOOP_VERSION and the AWS SDK bundle into $dir (first run only; ~560 MB)" >&2
+    local partial="$dir.partial"
+    rm -rf "$partial"
+    mkdir -p "$partial"
+    local artifact
+    for artifact in "org.apache.hadoop:hadoop-aws:$HADOOP_VERSION" "software.amazon.awssdk:bundle:$AWS_SDK_BUNDLE_VERSION"; do
+      mvn --batch-mode --quiet --strict-checksums dependency:copy -Dartifact="$artifact" -DoutputDirectory="$partial" >&2 || return 1
+    done
+    mv "$partial" "$dir" || return 1
+  fi
+  export DATAPREP_S3A_JARS="$dir"
 }
 
 # The PyTorch environment (requirements/torch/): torch for the trainer, and the test-only references that pin older

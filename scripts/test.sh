@@ -5,6 +5,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ensure_torch_env || { echo "[env] installing the PyTorch environment failed (see above)" >&2; exit 1; }
+# The cluster tests write to a local S3 server through s3a.
+ensure_s3a_jars || { echo "[env] fetching the s3a JARs failed (see above)" >&2; exit 1; }
 cd "$DATAPREP_REPO"
 ruff check dataprep pipelines trainer tests bench jobs notebooks
 python -m pytest -q --durations=10 "$@" tests --ignore=tests/trainer

@@ -66,10 +66,13 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypa
             "filter.quality: sources ['x'] are not configured",
         ),
         ({"sources": [SOURCE], "filter": {"langs": ["en"]}}, "filter: unknown key(s) 'langs'"),
-        ({"sources": [SOURCE], "lakehouse": {"root": "s3://b/lh"}}, "lakehouse.root: 's3://b/lh' is a s3: URI"),
-        ({"sources": [{**SOURCE, "paths": ["s3a://b/x/*.jsonl"]}]}, "sources[0] (web).paths: 's3a://b/x/*.jsonl' is"),
-        ({"sources": [SOURCE], "mds": {"output": "dbfs:/mds"}}, "mds.output: 'dbfs:/mds' is a dbfs: URI"),
-        ({"sources": [SOURCE], "train": {"checkpoint_dir": "gs://b/ck"}}, "train.checkpoint_dir: 'gs://b/ck' is a gs:"),
+        ({"sources": [SOURCE], "lakehouse": {"root": "s3://b/lh"}}, "lakehouse.root 's3://b/lh' is in an object"),
+        ({"sources": [{**SOURCE, "paths": ["hdfs://nn/x/*.jsonl"]}]}, "(web).paths: 'hdfs://nn/x/*.jsonl': the hdfs:"),
+        ({"sources": [SOURCE], "mds": {"output": "ftp://host/mds"}}, "mds.output: 'ftp://host/mds': the ftp: scheme"),
+        ({"sources": [SOURCE], "mds": {"output": "s3a:///mds"}}, "mds.output: 's3a:///mds' names no bucket"),
+        ({"sources": [SOURCE], "mds": {"mix": "s3://b/mix.yaml"}}, "mds.mix: 's3://b/mix.yaml' is a URI"),
+        ({"sources": [SOURCE], "mlflow": {"artifact_location": "s3a://b/a"}}, "write s3://b/a"),
+        ({"sources": [SOURCE], "train": {"checkpoint_dir": "gs:/b/ck"}}, "train.checkpoint_dir: 'gs:/b/ck' names no"),
         ({"sources": [SOURCE], "dedup": {"threshold": 1.5}}, "dedup.threshold: 1.5 must be between 0 and 1"),
         ({"sources": [SOURCE], "dedup": {"scheme": "affine64"}}, "dedup.scheme: 'affine64' is not one of"),
         ({"sources": [SOURCE], "dedup": {"keep_order": ["length desc"]}}, "dedup.keep_order: 'length desc'"),
@@ -93,6 +96,21 @@ def test_file_uris_are_local_paths(tmp_path):
     config = parse_config({"lakehouse": {"root": f"file://{tmp_path}/lh"}, "sources": [SOURCE]})
     assert config.lakehouse.root == f"{tmp_path}/lh"
     assert config.mds.output == f"{tmp_path}/lh/mds"
+
+
+def test_object_store_uris_are_kept_and_defaults_follow_the_root(tmp_path):
+    raw = {
+        "lakehouse": {"root": "s3a://bucket/lh/"},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+        "sources": [{**SOURCE, "paths": ["s3://bucket/raw/*.jsonl"]}],
+    }
+    config = parse_config(raw)
+    assert config.lakehouse.root == "s3a://bucket/lh"
+    assert config.sources[0].paths == ("s3://bucket/raw/*.jsonl",)
+    assert config.mds.output == "s3a://bucket/lh/mds"
+    assert config.train.checkpoint_dir == "s3a://bucket/lh/checkpoints"
+    # MLflow's artifacts stay beside its local store: MLflow cannot write s3a://.
+    assert config.mlflow.artifact_location == f"{tmp_path}/mlflow-artifacts"
 
 
 def test_unity_catalog_names_are_accepted():
@@ -136,3 +154,19 @@ def test_packaged_demo_config_is_valid(tmp_path):
     config = demo_config(str(tmp_path))
     assert [s.name for s in config.sources] == ["python_stdlib", "pydoc_topics", "module_docstrings"]
     assert config.lakehouse.root == str(tmp_path)
+
+
+def test_a_driver_local_path_is_refused_when_executors_run_elsewhere(tmp_path):
+    from dataprep.runner import unshared_paths_problem
+
+    raw = {
+        "lakehouse": {"root": "s3a://bucket/lh"},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+        "sources": [{**SOURCE, "paths": [f"{tmp_path}/web"]}],
+    }
+    config = parse_config(raw)
+    unshared_paths_problem(config, "local[4]")  # one machine: its paths are every executor's
+    with pytest.raises(ConfigError, match=r"sources\[0\] \(web\).paths\[0\]: '.*/web' is a path on this machine"):
+        unshared_paths_problem(config, "spark://head:7077")
+    shared = parse_config({**raw, "sources": [{**SOURCE, "paths": ["/Volumes/main/raw/web", "s3://b/x"]}]})
+    unshared_paths_problem(shared, "spark://head:7077")

@@ -4,7 +4,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 
 import numpy as np
 import pytest
@@ -163,24 +162,24 @@ def test_rerun_is_a_no_op_and_an_interrupted_run_resumes_without_rewriting_finis
     original = {name: open(os.path.join(directory, name), "rb").read() for name in os.listdir(directory)}
     assert run_stage("mds", spark, config, mix=mix(), output=str(tmp_path)).stages[0].status == "up to date"
 
-    # Rebuild the staging directory a crash would leave: some shards finished (file + sidecar), others not yet.
+    # Rebuild what a crash leaves: no index.json yet, some shards stored (file + sidecar), others not yet.
     key = json.loads(original["manifest.json"])["key"]
-    staging = os.path.join(str(tmp_path), "t", f".s1.partial-{key}")
-    shutil.move(directory, staging)
-    entries = read_index(staging)
+    progress = os.path.join(str(tmp_path), "t", f".s1.progress-{key}")
+    os.makedirs(progress)
+    entries = read_index(directory)
     for path in ("index.json", "manifest.json"):
-        os.remove(os.path.join(staging, path))
+        os.remove(os.path.join(directory, path))
     for number, entry in enumerate(entries):
         if number % 3 == 0:
-            os.remove(os.path.join(staging, entry["zip_data"]["basename"]))
+            os.remove(os.path.join(directory, entry["zip_data"]["basename"]))
         else:
-            json.dump(entry, open(sidecar_path(staging, number), "w"))
-    finished = {e["zip_data"]["basename"]: os.stat(os.path.join(staging, e["zip_data"]["basename"])).st_mtime_ns
+            json.dump(entry, open(sidecar_path(progress, number), "w"))
+    finished = {e["zip_data"]["basename"]: os.stat(os.path.join(directory, e["zip_data"]["basename"])).st_mtime_ns
                 for n, e in enumerate(entries) if n % 3}  # fmt: skip
 
     resumed = run_stage("mds", spark, config, mix=mix(), output=str(tmp_path)).stages[0]
     assert resumed.status == "resumed" and resumed.reused_shards == len(finished) > 0
-    assert not os.path.exists(staging)
+    assert not os.path.exists(progress)
     assert {name: open(os.path.join(directory, name), "rb").read() for name in os.listdir(directory)} == original
     for name, mtime in finished.items():
         assert os.stat(os.path.join(directory, name)).st_mtime_ns == mtime

@@ -11,6 +11,7 @@ import zstandard
 from pipelines.ingest.planning import MissingInputError, plan_source
 from pipelines.ingest.readers import READERS, Document, Rejected, read_unit
 from pipelines.ingest.settings import SOURCE_FORMATS, IngestConfig
+from pipelines.storage import Storage
 
 
 @pytest.fixture
@@ -19,8 +20,9 @@ def read_all(tmp_path, make_config):
 
     def read(source: dict, ingest: dict | None = None):
         config = make_config(str(tmp_path), [source], ingest=ingest or {})
-        plan = plan_source(config.sources[0], config.ingest)
-        return [record for unit in plan.units for record in read_unit(unit, config.sources[0], config.ingest)]
+        plan = plan_source(config.sources[0], config.ingest, Storage())
+        source, store = config.sources[0], Storage()
+        return [record for unit in plan.units for record in read_unit(unit, source, config.ingest, store)]
 
     return read
 
@@ -138,9 +140,9 @@ def test_split_ranges_read_every_line_exactly_once(tmp_path, make_config, write_
     whole = read_all(jsonl_source(path))
     for split in (1024, 4099, 65536):
         config = make_config(str(tmp_path), [jsonl_source(path)], ingest={"split_bytes": split})
-        plan = plan_source(config.sources[0], config.ingest)
+        plan = plan_source(config.sources[0], config.ingest, Storage())
         assert len(plan.units) == -(-os.path.getsize(path) // split)
-        records = [r for unit in plan.units for r in read_unit(unit, config.sources[0], config.ingest)]
+        records = [r for unit in plan.units for r in read_unit(unit, config.sources[0], config.ingest, Storage())]
         assert [(r.locator, r.text) for r in records] == [(r.locator, r.text) for r in whole]
     assert len(whole) == 3000
 

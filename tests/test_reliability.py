@@ -170,9 +170,9 @@ def test_a_run_killed_in_every_stage_and_restarted_on_other_parallelism_ends_as_
         for failpoint in FAILPOINTS:
             exits[failpoint] = run_cli(["run", "--config", crashed, "--from", resume_at], failpoint)
             resume_at = failpoint.split(".")[0]
-        # killed inside the MDS stage: the shards were written, but a reader finds no stage directory, only the
-        # hidden staging one
-        staging_after_mds_crash.append(os.listdir(os.path.dirname(stage_dir)))
+        # killed inside the MDS stage: the shards were written, but a reader finds no index.json (the stage is not
+        # complete), and the progress directory records the shards stored
+        staging_after_mds_crash.append(os.listdir(os.path.dirname(stage_dir)) + os.listdir(stage_dir))
         exits["final"] = run_cli(["run", "--config", crashed, "--from", resume_at])
 
     # The crashing runs (their own processes) and the uninterrupted reference (in this one, local[2] and 2 shuffle
@@ -185,7 +185,7 @@ def test_a_run_killed_in_every_stage_and_restarted_on_other_parallelism_ends_as_
         assert exits[failpoint][0] == -9, (failpoint, exits[failpoint][1])
     assert exits["final"][0] == 0, exits["final"][1]
     (listing,) = staging_after_mds_crash
-    assert "main" not in listing and any(name.startswith(".main.partial-") for name in listing), listing
+    assert "index.json" not in listing and any(name.startswith(".main.progress-") for name in listing), listing
 
     expected, got = lakehouse_contents(spark, f"{root}/reference"), lakehouse_contents(spark, f"{root}/crashed")
     assert sorted(got) == sorted(expected)

@@ -3,13 +3,13 @@
 Model and optimizer are gathered as full (unsharded, FQN-keyed) state dicts through torch.distributed.checkpoint's
 state-dict helpers, which work the same on a plain module and on an FSDP2-sharded one: a checkpoint written by 8
 ranks loads into 1 and the other way round, and its model part is what `trainer.hf.export_state_dict` reads.
-Rank 0 writes `step-XXXXXXXX.pt` through a temporary name and a rename, so a crash leaves either the whole file or
-none; older checkpoints beyond `keep` are removed after the new one is in place.
+Rank 0 writes `step-XXXXXXXX.pt` to local scratch and stores it under the checkpoint directory (a local path or an
+object store URI, pipelines/storage.py) as one whole-file write, so a crash leaves either the whole file or none;
+older checkpoints beyond `keep` are removed after the new one is in place.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
 
@@ -24,18 +24,20 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from pipelines import storage
+from pipelines.mds.format import DEFAULT_STORAGE
+from pipelines.storage import Storage
+
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
 
-def checkpoint_steps(directory: str) -> list[int]:
+def checkpoint_steps(directory: str, store: Storage = DEFAULT_STORAGE) -> list[int]:
     """Steps of the complete checkpoints in `directory`, ascending."""
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(m.group(1)) for m in map(_NAME.match, os.listdir(directory)) if m)
+    return sorted(int(m.group(1)) for m in map(_NAME.match, store.children(directory)) if m)
 
 
 def checkpoint_path(directory: str, step: int) -> str:
-    return os.path.join(directory, f"step-{step:08d}.pt")
+    return storage.join(directory, f"step-{step:08d}.pt")
 
 
 def save_checkpoint(
@@ -47,6 +49,7 @@ def save_checkpoint(
     data_state: dict,
     extra: dict,
     keep: int,
+    store: Storage = DEFAULT_STORAGE,
 ) -> str:
     """Collective: every rank calls it (the gather needs them all); rank 0 writes."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -61,12 +64,12 @@ def save_checkpoint(
     }
     path = checkpoint_path(directory, step)
     if _rank() == 0:
-        os.makedirs(directory, exist_ok=True)
-        temporary = os.path.join(directory, f".step-{step:08d}.pt.partial")
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-        for old in checkpoint_steps(directory)[:-keep]:
-            os.remove(checkpoint_path(directory, old))
+        with storage.local_scratch() as scratch:
+            local = f"{scratch}/{storage.basename(path)}"
+            torch.save(state, local)
+            store.upload(local, path)
+        for old in checkpoint_steps(directory, store)[:-keep]:
+            store.delete(checkpoint_path(directory, old))
     if dist.is_initialized():
         dist.barrier()
     return path
@@ -77,9 +80,11 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    store: Storage = DEFAULT_STORAGE,
 ) -> dict:
     """Restores model, optimizer, scheduler and RNG in place; returns the whole checkpoint (step, data, extra)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    with storage.local_scratch() as scratch:
+        state = torch.load(store.fetched(path, scratch), map_location="cpu", weights_only=False)
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, state["model"], options=options)
     set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)

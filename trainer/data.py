@@ -17,15 +17,16 @@ gets the id of the document it belongs to (an EOS closes its document), so atten
 from __future__ import annotations
 
 import json
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines import storage
 from pipelines.mds import format as mds
 from pipelines.mds.mixes import Mix
 from pipelines.settings import ConfigError
+from pipelines.storage import Storage
 from trainer.config import IGNORE_INDEX
 
 
@@ -43,6 +44,8 @@ class CurriculumStage:
     eos_id: int
     pad_id: int
     token_dtype: str
+    manifest_key: str  # what the stage's bytes depend on (pipelines/mds/stage.py: stage_key)
+    store: Storage = mds.DEFAULT_STORAGE  # how to reach `directory`
 
     @property
     def tokens(self) -> int:
@@ -50,7 +53,9 @@ class CurriculumStage:
         return self.samples * self.seq_len
 
 
-def load_curriculum(mix: Mix, mds_output: str, stage_tokens: dict[str, int] | None = None) -> list[CurriculumStage]:
+def load_curriculum(
+    mix: Mix, mds_output: str, stage_tokens: dict[str, int] | None = None, store: Storage = mds.DEFAULT_STORAGE
+) -> list[CurriculumStage]:
     """The mix's stages as written under `<mds_output>/<mix>/`; `stage_tokens` overrides a stage's training budget
     (more than it holds means more than one pass, in fresh orders)."""
     stage_tokens = dict(stage_tokens or {})
@@ -59,12 +64,11 @@ def load_curriculum(mix: Mix, mds_output: str, stage_tokens: dict[str, int] | No
         raise DataError(f"train.stage_tokens: stages {unknown} are not in mix {mix.name!r}")
     curriculum = []
     for stage in mix.stages:
-        directory = os.path.join(mds_output, mix.name, stage.name)
-        manifest_path = os.path.join(directory, "manifest.json")
-        if not os.path.isfile(manifest_path):
+        directory = storage.join(mds_output, mix.name, stage.name)
+        # A stage is complete exactly when its index.json exists (pipelines/mds/stage.py writes it last).
+        if not store.exists(storage.join(directory, mds.INDEX)):
             raise DataError(f"{directory}: no MDS stage here (run `dataprep mds` for mix {mix.name!r} first)")
-        with open(manifest_path, encoding="utf-8") as handle:
-            manifest = json.load(handle)
+        manifest = json.loads(store.read_bytes(storage.join(directory, "manifest.json")))
         samples = manifest["samples"]
         if samples == 0:
             raise DataError(f"{directory}: the stage holds no samples")
@@ -79,6 +83,8 @@ def load_curriculum(mix: Mix, mds_output: str, stage_tokens: dict[str, int] | No
                 eos_id=manifest["eos_id"],
                 pad_id=manifest["pad_id"],
                 token_dtype=manifest["token_dtype"],
+                manifest_key=manifest["key"],
+                store=store,
             )
         )
     return curriculum
@@ -89,7 +95,7 @@ class StageSamples:
 
     def __init__(self, stage: CurriculumStage, cached_shards: int = 16) -> None:
         self.stage = stage
-        self.entries = mds.read_index(stage.directory)
+        self.entries = mds.read_index(stage.directory, stage.store)
         counts = np.array([entry["samples"] for entry in self.entries], dtype=np.int64)
         if int(counts.sum()) != stage.samples:
             raise DataError(
@@ -112,7 +118,8 @@ class StageSamples:
         if shard in self._cache:
             self._cache.move_to_end(shard)
             return self._cache[shard]
-        records = mds.shard_records(mds.read_shard(self.stage.directory, self.entries[shard]))
+        # A remote shard is read whole into memory; at most `cached_shards` of them stay there.
+        records = mds.shard_records(mds.read_shard(self.stage.directory, self.entries[shard], self.stage.store))
         if len(records) != self.shard_counts[shard]:
             raise DataError(f"{self.stage.directory}: shard {shard} holds {len(records)} samples, index says "
                             f"{self.shard_counts[shard]}")  # fmt: skip

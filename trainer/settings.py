@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.settings import ConfigError, LakehouseConfig, Section, local_path
+from pipelines import storage
+from pipelines.settings import ConfigError, LakehouseConfig, Section, storage_path
 from trainer.config import PRESETS, model_config
 
 
@@ -65,9 +65,9 @@ def parse_train(section: Section, lakehouse: LakehouseConfig) -> TrainConfig:
         document_masking=section.take("document_masking", bool, default=d.document_masking),
         seed=section.take("seed", int, default=d.seed),
         shuffle_block=section.take("shuffle_block", int, default=d.shuffle_block, minimum=1),
-        checkpoint_dir=local_path(
+        checkpoint_dir=storage_path(
             section.where("checkpoint_dir"),
-            section.take("checkpoint_dir", str, default=os.path.join(lakehouse.root, "checkpoints")),
+            section.take("checkpoint_dir", str, default=storage.join(lakehouse.root, "checkpoints")),
         ),
         checkpoint_every=section.take("checkpoint_every", int, default=d.checkpoint_every, minimum=1),
         keep_checkpoints=section.take("keep_checkpoints", int, default=d.keep_checkpoints, minimum=1),

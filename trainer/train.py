@@ -21,16 +21,18 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
 import mlflow
 import torch
 
+from pipelines import storage
+from pipelines.mds.format import DEFAULT_STORAGE
 from pipelines.mds.mixes import load_mix
 from pipelines.mds.settings import MdsConfig
 from pipelines.settings import ConfigError, MlflowConfig
+from pipelines.storage import Storage
 from pipelines.tracking import stage_run
 from trainer import checkpoint as checkpoints
 from trainer.config import IGNORE_INDEX, ModelConfig, model_config
@@ -86,6 +88,7 @@ class TrainState:
     loader: CurriculumLoader
     placement: Placement
     summary: TrainSummary
+    store: Storage = DEFAULT_STORAGE  # where shards are read from and checkpoints written to
 
 
 @dataclass(frozen=True)
@@ -98,14 +101,17 @@ class StepLosses:
     expert_load: torch.Tensor  # (layers, experts): share of routed token copies per expert, mean likewise
 
 
-def train(settings: TrainConfig, mds: MdsConfig, tracking: MlflowConfig, lakehouse: str) -> TrainSummary:
+def train(
+    settings: TrainConfig, mds: MdsConfig, tracking: MlflowConfig, lakehouse: str, store: Storage = DEFAULT_STORAGE
+) -> TrainSummary:
     """Trains (or resumes) on this process, or on this rank of a torchrun job: the model of `settings` on the MDS
-    stages of the mix `mds.mix` under `mds.output`, as an MLflow run in `tracking` tagged with the `lakehouse` root."""
+    stages of the mix `mds.mix` under `mds.output`, as an MLflow run in `tracking` tagged with the `lakehouse` root.
+    Shards are read and checkpoints written through `store` (pipelines/storage.py): local paths or object stores."""
     if not mds.mix:
         raise ConfigError("mds.mix: training needs the mix whose MDS stages it reads")
     placement = init_placement(settings.device, settings.precision)
     try:
-        state = _start(settings, mds, placement)
+        state = _start(settings, mds, placement, store)
         summary = state.summary
         with _tracking(state, tracking, lakehouse, mds.mix) as run:
             summary.run_id = run.info.run_id if run is not None else None
@@ -118,15 +124,15 @@ def train(settings: TrainConfig, mds: MdsConfig, tracking: MlflowConfig, lakehou
         close_placement()
 
 
-def _start(settings: TrainConfig, mds: MdsConfig, placement: Placement) -> TrainState:
+def _start(settings: TrainConfig, mds: MdsConfig, placement: Placement, store: Storage) -> TrainState:
     """The state the first step to train starts from: fresh, or restored from the run's newest checkpoint."""
     mix = load_mix(mds.mix)
-    curriculum = load_curriculum(mix, mds.output, dict(settings.stage_tokens))
+    curriculum = load_curriculum(mix, mds.output, dict(settings.stage_tokens), store)
     model_settings = model_config(settings.model, dict(settings.model_overrides))
     _check_sequence_lengths(curriculum, model_settings)
     loader = _loader(settings, curriculum, placement)
     total_steps = min(loader.total_steps(), settings.max_steps or loader.total_steps())
-    run_dir = os.path.join(settings.checkpoint_dir, f"{mix.name}-{_fingerprint(settings, model_settings, curriculum)}")
+    run_dir = storage.join(settings.checkpoint_dir, f"{mix.name}-{_fingerprint(settings, model_settings, curriculum)}")
 
     torch.manual_seed(settings.seed)
     model = Decoder(model_settings).to(placement.device)
@@ -135,7 +141,7 @@ def _start(settings: TrainConfig, mds: MdsConfig, placement: Placement) -> Train
     optimizer = build_optimizer(model, settings.lr, settings.betas, settings.eps, settings.weight_decay)
     scheduler = build_scheduler(optimizer, settings.warmup_steps, total_steps, settings.min_lr_ratio)
     summary = TrainSummary(run_dir=run_dir, total_steps=total_steps, start_step=0)
-    state = TrainState(settings, model, optimizer, scheduler, loader, placement, summary)
+    state = TrainState(settings, model, optimizer, scheduler, loader, placement, summary, store)
     _resume(state)
     return state
 
@@ -163,11 +169,13 @@ def _loader(settings: TrainConfig, curriculum: list[CurriculumStage], placement:
 def _resume(state: TrainState) -> None:
     """Restores model, optimizer, schedule, RNG and data position from the newest checkpoint of the run, if any."""
     summary = state.summary
-    saved = checkpoints.checkpoint_steps(summary.run_dir)
+    saved = checkpoints.checkpoint_steps(summary.run_dir, state.store)
     if not saved:
         return
     summary.checkpoint = checkpoints.checkpoint_path(summary.run_dir, saved[-1])
-    restored = checkpoints.load_checkpoint(summary.checkpoint, state.model, state.optimizer, state.scheduler)
+    restored = checkpoints.load_checkpoint(
+        summary.checkpoint, state.model, state.optimizer, state.scheduler, state.store
+    )
     summary.start_step = restored["step"]
     state.loader.position.load_state_dict(restored["data"])
 
@@ -262,7 +270,7 @@ def _save(state: TrainState, step: int) -> str:
     """Collective: the checkpoint that step `step` + 1 resumes from; returns its path."""
     return checkpoints.save_checkpoint(
         state.summary.run_dir, step, state.model, state.optimizer, state.scheduler, state.loader.position.state_dict(),
-        {"model_config": dataclasses.asdict(state.model.config)}, state.settings.keep_checkpoints,
+        {"model_config": dataclasses.asdict(state.model.config)}, state.settings.keep_checkpoints, state.store,
     )  # fmt: skip
 
 
@@ -374,7 +382,6 @@ def _fingerprint(settings: TrainConfig, model_settings: ModelConfig, curriculum:
             del model[key]
     data = []
     for stage in curriculum:
-        with open(os.path.join(stage.directory, "manifest.json"), encoding="utf-8") as handle:
-            data.append([stage.name, json.load(handle)["key"], stage.train_tokens])
+        data.append([stage.name, stage.manifest_key, stage.train_tokens])
     text = json.dumps({"model": model, "train": train, "data": data}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]

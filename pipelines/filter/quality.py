@@ -9,8 +9,6 @@ because such a model can only learn to imitate the rules.
 from __future__ import annotations
 
 import functools
-import glob
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +17,10 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pipelines import storage
 from pipelines.filter.decide import EXACT_DUPLICATE, SIGNAL_ERROR
 from pipelines.filter.settings import QualityModelConfig
+from pipelines.storage import Storage
 
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
 _MAX_TRAINING_CHARS = 20_000
@@ -30,7 +30,7 @@ _WHITESPACE = re.compile(r"\s+")
 @dataclass(frozen=True)
 class TrainedModel:
     version: str  # the MLflow run id that trained it
-    path: str
+    path: str  # storage URI, under the lakehouse root
     label_origin: str  # "sources", "label_field" or "bootstrapped from heuristic decisions"
     positives: int
     negatives: int
@@ -56,8 +56,11 @@ def labelled_documents(silver: DataFrame, bronze: DataFrame, config: QualityMode
     return rows.where(F.col("label").isNotNull()), origin
 
 
-def write_training_file(rows: DataFrame, config: QualityModelConfig, directory: str) -> tuple[str, int, int]:
-    """fastText's input format, one `__label__x text` line per document, balanced and capped per label.
+def write_training_file(
+    rows: DataFrame, config: QualityModelConfig, directory: str, store: Storage
+) -> tuple[str, int, int]:
+    """fastText's input format, one `__label__x text` line per document, balanced and capped per label, written by
+    Spark under `directory` (a storage URI); returns the file's URI and the label counts.
 
     The sample is chosen by a hash of doc_id, so the same corpus gives the same training file on every run.
     """
@@ -70,15 +73,16 @@ def write_training_file(rows: DataFrame, config: QualityModelConfig, directory: 
         sampled = part if sampled is None else sampled.unionByName(part)
     text = F.regexp_replace(F.substring("text", 1, _MAX_TRAINING_CHARS), r"\s+", " ")
     lines = sampled.orderBy("_order", "doc_id").select(F.concat_ws(" ", "label", text).alias("value"))
-    lines.coalesce(1).write.mode("overwrite").text(directory)
-    (part_file,) = glob.glob(os.path.join(directory, "part-*"))
+    # One file, at most max_training_docs lines: bounded, and fastText trains from a single file anyway.
+    lines.coalesce(1).write.mode("overwrite").text(storage.spark_path(directory))
+    (part_file,) = [e.uri for e in store.list_files(directory) if storage.basename(e.uri).startswith("part-")]
     return part_file, min(counts.get(POSITIVE, 0), per_label), min(counts.get(NEGATIVE, 0), per_label)
 
 
 def train(training_file: str, config: QualityModelConfig, model_path: str) -> None:
+    """Trains on a local file into a local file (fastText reads and writes only local paths)."""
     import fasttext
 
-    os.makedirs(os.path.dirname(model_path), exist_ok=True)
     model = fasttext.train_supervised(
         input=training_file,
         epoch=config.epochs,
@@ -116,8 +120,10 @@ def score_texts(model_path: str, texts: list[str]) -> list[float]:
 SCORE_ARROW_SCHEMA = pa.schema([("doc_id", pa.string()), ("quality_score", pa.float64())])
 
 
-def score_partition(batches: Iterator[pa.RecordBatch], model_path: str) -> Iterator[pa.RecordBatch]:
-    """mapInArrow function: (doc_id, text) -> (doc_id, quality_score), the model loaded once per worker."""
+def score_partition(batches: Iterator[pa.RecordBatch], model_uri: str, store: Storage) -> Iterator[pa.RecordBatch]:
+    """mapInArrow function: (doc_id, text) -> (doc_id, quality_score), the model fetched from storage into this
+    machine's cache and loaded once per worker."""
+    model_path = store.local_copy(model_uri)
     for batch in batches:
         doc_ids = batch.column("doc_id").to_pylist()
         scores = score_texts(model_path, batch.column("text").to_pylist())

@@ -10,8 +10,6 @@ its reasons: silver rows = kept + dropped, and bronze rows = silver rows after e
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +19,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pipelines import reports
+from pipelines import reports, storage
 from pipelines.filter import quality
 from pipelines.filter.decide import with_decisions, with_exact_duplicates
 from pipelines.filter.settings import FilterConfig
@@ -29,6 +27,7 @@ from pipelines.filter.signals import FAMILIES, current_versions
 from pipelines.filter.tasks import COMPUTED_COLUMNS, signals_partition
 from pipelines.lakehouse import Lakehouse, Table
 from pipelines.stage import StageContext, StageSummary
+from pipelines.storage import Storage
 from pipelines.tables import BRONZE_DOCUMENTS, SILVER_DOCUMENTS
 from pipelines.tracking import metric_name
 
@@ -244,39 +243,43 @@ def _quality_model(
     lakehouse: Lakehouse, bronze: Table, silver: Table, settings: FilterConfig, run_id: str, retrain: bool
 ) -> quality.TrainedModel | None:
     """Trains the classifier when there is none yet (or when asked), then scores every row it has not scored."""
-    models_dir = os.path.join(lakehouse.config.root, "models", "quality")
-    current_file = os.path.join(models_dir, "current")
-    if retrain or not os.path.exists(current_file):
+    store = lakehouse.storage
+    models_dir = storage.join(lakehouse.config.root, "models", "quality")
+    current_file = storage.join(models_dir, "current")
+    if retrain or not store.exists(current_file):
         rows, origin = quality.labelled_documents(silver.read(), bronze.read(), settings.quality)
-        directory = os.path.join(lakehouse.config.root, "staging", f"quality_training_{run_id}")
+        directory = storage.join(lakehouse.config.root, "staging", f"quality_training_{run_id}")
+        path = storage.join(models_dir, f"{run_id}.bin")
         try:
-            training_file, positives, negatives = quality.write_training_file(rows, settings.quality, directory)
+            training_file, positives, negatives = quality.write_training_file(rows, settings.quality, directory, store)
             if min(positives, negatives) < 5:
                 print(f"quality model: not trained, too few labelled documents ({positives} hq, {negatives} lq)")
                 return None
-            path = os.path.join(models_dir, f"{run_id}.bin")
-            quality.train(training_file, settings.quality, path)
+            # fastText trains on the driver from a local copy; the model goes to storage, where executors find it.
+            with storage.local_scratch() as scratch:
+                local_training, local_model = f"{scratch}/training.txt", f"{scratch}/{run_id}.bin"
+                store.download(training_file, local_training)
+                quality.train(local_training, settings.quality, local_model)
+                store.upload(local_model, path)
+                mlflow.log_artifact(local_model, artifact_path="quality_model")
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        with open(current_file, "w", encoding="utf-8") as handle:
-            handle.write(f"{run_id}\n{origin}\n{positives}\n{negatives}\n")
-        mlflow.log_artifact(path, artifact_path="quality_model")
+            store.delete_tree(directory)
+        store.write_text(current_file, f"{run_id}\n{origin}\n{positives}\n{negatives}\n")
         mlflow.log_params({"quality.labels": origin, "quality.positives": positives, "quality.negatives": negatives})
         if not settings.quality.has_labels:
             print(f"quality model: no labelled data configured, labels {origin} ({positives} hq, {negatives} lq)")
-    with open(current_file, encoding="utf-8") as handle:
-        version, origin, positives, negatives = handle.read().splitlines()
-    path = os.path.join(models_dir, f"{version}.bin")
+    version, origin, positives, negatives = store.read_text(current_file).splitlines()
+    path = storage.join(models_dir, f"{version}.bin")
     model = quality.TrainedModel(version, path, origin, int(positives), int(negatives))
-    _score(silver, model)
+    _score(silver, model, store)
     return model
 
 
-def _score(silver: Table, model: quality.TrainedModel) -> None:
+def _score(silver: Table, model: quality.TrainedModel, store: Storage) -> None:
     unscored = silver.read().where(~F.col("quality_model").eqNullSafe(model.version)).select("doc_id", "text")
     if unscored.isEmpty():
         return
-    scorer = functools.partial(quality.score_partition, model_path=model.path)
+    scorer = functools.partial(quality.score_partition, model_uri=model.path, store=store)
     scores = unscored.mapInArrow(scorer, "doc_id string, quality_score double")
     new_signals = F.map_concat(
         F.map_filter("t.signals", lambda key, _: key != "quality_score"),

@@ -4,16 +4,18 @@ Only file names and sizes are looked at here; the bytes are read by Spark tasks.
 range of a large plain JSONL file, or a file that is already known to be bad (a symlink leaving the root), which a
 task turns into a quarantine row so the run's accounting sees it.
 
-Paths are local (including Databricks' `/Volumes/...` and `/dbfs/...` FUSE mounts, which every worker sees).
+Paths are storage URIs (pipelines/storage.py): local paths, Databricks' FUSE mounts, object stores. An object
+store is listed a page of keys (with their sizes) per request, never a request per file.
 """
 
 from __future__ import annotations
 
-import glob
-import os
+import posixpath
 from dataclasses import asdict, dataclass, field
 
+from pipelines import storage
 from pipelines.ingest.settings import IngestConfig, SourceConfig
+from pipelines.storage import Entry, Storage
 
 # Directories that hold dependencies, build output or VCS data, never a project's own source.
 SKIPPED_CODE_DIRECTORIES = frozenset(
@@ -62,7 +64,6 @@ SKIPPED_CODE_DIRECTORIES = frozenset(
 )
 
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-_GLOB_CHARACTERS = set("*?[")
 
 
 class MissingInputError(FileNotFoundError):
@@ -100,16 +101,16 @@ class SourcePlan:
         )
 
 
-def plan_source(source: SourceConfig, ingest: IngestConfig) -> SourcePlan:
+def plan_source(source: SourceConfig, ingest: IngestConfig, store: Storage) -> SourcePlan:
     """Lists the source's files (sorted, so the plan is the same on every run) and splits them into units."""
     plan = SourcePlan(source)
-    base = _source_base(source.paths)
+    base = _source_base(source.paths, store)
     seen: set[str] = set()
     for entry in source.paths:
         if source.format == "code":
-            candidates = _walk_code_root(entry, base, plan)
+            candidates = _walk_code_root(entry, base, plan, store)
         else:
-            candidates = _files_of(entry, base, plan)
+            candidates = _files_of(entry, base, plan, store)
         for unit in candidates:
             if unit.path in seen:  # two globs naming the same file: read it once
                 continue
@@ -118,82 +119,61 @@ def plan_source(source: SourceConfig, ingest: IngestConfig) -> SourcePlan:
     return plan
 
 
-def _source_base(paths: tuple[str, ...]) -> str:
+def _source_base(paths: tuple[str, ...], store: Storage) -> str:
     """The deepest directory above every path, so relative paths (and locators) never collide between entries."""
     bases = []
     for path in paths:
-        prefix = _non_glob_prefix(path) if _GLOB_CHARACTERS & set(path) else path
-        bases.append(prefix if os.path.isdir(prefix) else os.path.dirname(prefix))
-    return os.path.commonpath(bases)
+        prefix = storage.non_glob_prefix(path) if storage.has_glob(path) else path
+        bases.append(prefix if store.is_directory(prefix) else storage.parent(prefix))
+    return storage.common_directory(bases)
 
 
-def _non_glob_prefix(path: str) -> str:
-    parts = path.split(os.sep)
-    kept = []
-    for part in parts:
-        if _GLOB_CHARACTERS & set(part):
-            break
-        kept.append(part)
-    return os.sep.join(kept) or os.sep
-
-
-def _files_of(entry: str, base: str, plan: SourcePlan) -> list[WorkUnit]:
-    if _GLOB_CHARACTERS & set(entry):
-        matches = sorted(p for p in glob.glob(entry, recursive=True) if os.path.isfile(p))
+def _files_of(entry: str, base: str, plan: SourcePlan, store: Storage) -> list[WorkUnit]:
+    hidden = (".", "_")  # Hadoop/Spark bookkeeping (_SUCCESS, .crc, _temporary/) in data directories
+    if storage.has_glob(entry):
+        matches = store.glob(entry)
         if not matches:
             raise MissingInputError(f"source {plan.source.name!r}: {entry!r} matches no file")
-        return [_file_unit(p, base, plan) for p in matches]
-    if os.path.isdir(entry):
-        files = _walk_directory(entry, base, plan, skip=frozenset({".git"}))
+        return [_file_unit(match, base, plan) for match in matches]
+    if store.is_directory(entry):
+
+        def keep(name: str) -> bool:
+            if name == ".git" or name.startswith(hidden):
+                plan.skipped_directories += 1
+                return False
+            return True
+
+        files = [e for e in store.walk(entry, keep, root=base) if not storage.basename(e.uri).startswith(hidden)]
         if not files:
             raise MissingInputError(f"source {plan.source.name!r}: directory {entry!r} holds no files")
-        return [_file_unit(p, base, plan) for p in files]
-    if os.path.isfile(entry):
-        return [_file_unit(entry, base, plan)]
+        return [_file_unit(file, base, plan) for file in files]
+    found = store.entry(entry, root=base)
+    if found is not None:
+        return [_file_unit(found, base, plan)]
     raise MissingInputError(f"source {plan.source.name!r}: path {entry!r} does not exist")
 
 
-def _walk_directory(root: str, base: str, plan: SourcePlan, skip: frozenset[str]) -> list[str]:
-    """Files under root in sorted order; symlinked directories are never entered (no loops, no escapes)."""
-    files = []
-    for directory, subdirectories, names in os.walk(root, followlinks=False):
-        kept = []
-        for name in sorted(subdirectories):
-            full = os.path.join(directory, name)
-            if name in skip or (name.startswith((".", "_")) and plan.source.format != "code"):
-                plan.skipped_directories += 1
-            elif os.path.islink(full):
-                files.append(full)  # becomes a quarantine unit: see _file_unit
-            else:
-                kept.append(name)
-        subdirectories[:] = kept
-        for name in sorted(names):
-            # Hidden and underscore files are Hadoop/Spark bookkeeping (_SUCCESS, .crc) in data directories.
-            if plan.source.format != "code" and name.startswith((".", "_")):
-                continue
-            files.append(os.path.join(directory, name))
-    return sorted(files)
-
-
-def _walk_code_root(root: str, base: str, plan: SourcePlan) -> list[WorkUnit]:
-    if not os.path.isdir(root):
+def _walk_code_root(root: str, base: str, plan: SourcePlan, store: Storage) -> list[WorkUnit]:
+    if not store.is_directory(root):
         raise MissingInputError(f"source {plan.source.name!r}: code root {root!r} is not a directory")
-    repository = os.path.basename(os.path.normpath(root))
+    repository = storage.basename(root)
+
+    def keep(name: str) -> bool:
+        if name in SKIPPED_CODE_DIRECTORIES:
+            plan.skipped_directories += 1
+            return False
+        return True
+
     units = []
-    for path in _walk_directory(root, base, plan, skip=SKIPPED_CODE_DIRECTORIES):
-        unit = _file_unit(path, base, plan, root=root)
-        units.append(
-            WorkUnit(
-                **{**unit.as_row(), "repository": repository, "repository_path": _escaped(os.path.relpath(path, root))}
-            )
-        )
+    for entry in store.walk(root, keep, root=root):
+        unit = _file_unit(entry, base, plan)
+        repository_path = _escaped(storage.relative(entry.uri, root))
+        units.append(WorkUnit(**{**unit.as_row(), "repository": repository, "repository_path": repository_path}))
     return units
 
 
-def _file_unit(path: str, base: str, plan: SourcePlan, root: str | None = None) -> WorkUnit:
-    relative = os.path.relpath(path, base)
-    root = os.path.realpath(root or base)
-    reason, detail, size = None, None, 0
+def _file_unit(entry: Entry, base: str, plan: SourcePlan) -> WorkUnit:
+    path, relative = entry.uri, storage.relative(entry.uri, base)
     if _undecodable(path):
         # A name that is not UTF-8 (Python keeps its bytes as surrogates) cannot be stored as a Delta string: the
         # file is quarantined under its name with those bytes escaped (\xe9), which is also what the locator says.
@@ -201,27 +181,15 @@ def _file_unit(path: str, base: str, plan: SourcePlan, root: str | None = None) 
         return WorkUnit(source=plan.source.name, path=_escaped(path), relative_path=shown, size=0, compression=None,
                         preflight_reason="undecodable_file_name",
                         preflight_detail=f"file name is not UTF-8: {shown!r}")  # fmt: skip
-    if os.path.islink(path):
-        target = os.path.realpath(path)
-        if not os.path.exists(target):
-            reason, detail = "broken_symlink", f"points to {os.readlink(path)!r}"
-        elif os.path.isdir(target):
-            reason, detail = "symlink_directory_not_followed", f"points to {os.readlink(path)!r}"
-        elif os.path.commonpath([root, target]) != root:
-            reason, detail = "symlink_outside_root", f"points to {target!r}, outside {root!r}"
-    if reason is None:
-        try:
-            size = os.stat(path).st_size
-        except OSError as error:
-            reason, detail = "unreadable_file", str(error)
+    reason, detail = entry.problem or (None, None)
     compression = None
     if plan.source.format == "jsonl":
-        compression = COMPRESSION_SUFFIXES.get(os.path.splitext(path)[1].lower())
+        compression = COMPRESSION_SUFFIXES.get(posixpath.splitext(storage.basename(path))[1].lower())
     return WorkUnit(
         source=plan.source.name,
         path=path,
         relative_path=relative,
-        size=size,
+        size=entry.size,
         compression=compression,
         preflight_reason=reason,
         preflight_detail=detail,

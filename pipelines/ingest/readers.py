@@ -12,7 +12,7 @@ import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import pyarrow as pa
@@ -22,6 +22,7 @@ import zstandard
 from pipelines.ingest.languages import detect_language
 from pipelines.ingest.planning import WorkUnit
 from pipelines.ingest.settings import IngestConfig, SourceConfig
+from pipelines.storage import Storage
 
 _SKIP_CHUNK = 1024 * 1024
 # Small decompression steps: when a stream turns out truncated, at most this much decoded data is lost with it.
@@ -55,12 +56,13 @@ class InflationLimitExceeded(Exception):
     """A compressed stream grew past the configured ratio: treated as a decompression bomb."""
 
 
-def read_unit(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig) -> Iterator[Record]:
+def read_unit(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig, store: Storage) -> Iterator[Record]:
     if unit.preflight_reason is not None:
         yield Rejected(unit.relative_path, unit.preflight_reason, unit.preflight_detail or "", b"", 0)
         return
     try:
-        yield from READERS[source.format](unit, source, ingest)
+        with store.open_read(unit.path) as handle:
+            yield from READERS[source.format](unit, handle, source, ingest)
     except OSError as error:  # vanished or unreadable between planning and reading
         yield Rejected(unit.relative_path, "unreadable_file", str(error), b"", unit.start)
 
@@ -69,26 +71,25 @@ def read_unit(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig) -> Ite
 # JSONL
 
 
-def _read_jsonl(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig) -> Iterator[Record]:
+def _read_jsonl(unit: WorkUnit, raw: BinaryIO, source: SourceConfig, ingest: IngestConfig) -> Iterator[Record]:
     # A JSON line may escape every character (\\uXXXX), so the line cap is looser than the document cap.
     max_line_bytes = 6 * source.max_doc_bytes + 1024
     offset = unit.start
-    with open(unit.path, "rb") as raw:
-        stream = _decompressed(raw, unit, ingest)
-        try:
-            for offset, line, too_long in _lines(stream, unit.start, unit.end, max_line_bytes):
-                locator = f"{unit.relative_path}@{offset}"
-                if too_long:
-                    detail = f"line longer than {max_line_bytes} bytes (max_doc_bytes={source.max_doc_bytes})"
-                    yield Rejected(locator, "too_large", detail, line[: ingest.excerpt_bytes], offset)
-                else:
-                    yield _document_from_json_line(line, locator, offset, source, ingest)
-        except InflationLimitExceeded as error:
-            yield Rejected(f"{unit.relative_path}@{offset}", "decompression_bomb", str(error), b"", offset)
-        except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as error:
-            # Everything before the damage was read; the rest of the stream is one quarantine row.
-            detail = f"{type(error).__name__}: {error}"
-            yield Rejected(f"{unit.relative_path}@{offset}", "corrupt_compressed_stream", detail, b"", offset)
+    stream = _decompressed(raw, unit, ingest)
+    try:
+        for offset, line, too_long in _lines(stream, unit.start, unit.end, max_line_bytes):
+            locator = f"{unit.relative_path}@{offset}"
+            if too_long:
+                detail = f"line longer than {max_line_bytes} bytes (max_doc_bytes={source.max_doc_bytes})"
+                yield Rejected(locator, "too_large", detail, line[: ingest.excerpt_bytes], offset)
+            else:
+                yield _document_from_json_line(line, locator, offset, source, ingest)
+    except InflationLimitExceeded as error:
+        yield Rejected(f"{unit.relative_path}@{offset}", "decompression_bomb", str(error), b"", offset)
+    except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as error:
+        # Everything before the damage was read; the rest of the stream is one quarantine row.
+        detail = f"{type(error).__name__}: {error}"
+        yield Rejected(f"{unit.relative_path}@{offset}", "corrupt_compressed_stream", detail, b"", offset)
 
 
 def _decompressed(raw: io.BufferedIOBase, unit: WorkUnit, ingest: IngestConfig) -> io.BufferedIOBase:
@@ -275,9 +276,9 @@ def _checked_text(text: str, locator: str, offset: int, source: SourceConfig, ex
 # Parquet
 
 
-def _read_parquet(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig) -> Iterator[Record]:
+def _read_parquet(unit: WorkUnit, handle: BinaryIO, source: SourceConfig, ingest: IngestConfig) -> Iterator[Record]:
     try:
-        parquet = pq.ParquetFile(unit.path)
+        parquet = pq.ParquetFile(handle)
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError) as error:
         yield Rejected(unit.relative_path, "unreadable_parquet", f"{type(error).__name__}: {error}", b"", 0)
@@ -324,18 +325,19 @@ def _excerpt_of(record: dict[str, Any], source: SourceConfig) -> bytes:
 # Plain-text trees and code trees: one file, one document
 
 
-def _read_text_file(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig) -> Iterator[Record]:
-    yield from _read_whole_file(unit, source, ingest, is_code=False)
+def _read_text_file(unit: WorkUnit, handle: BinaryIO, source: SourceConfig, ingest: IngestConfig) -> Iterator[Record]:
+    yield from _read_whole_file(unit, handle, source, ingest, is_code=False)
 
 
-def _read_code_file(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig) -> Iterator[Record]:
-    yield from _read_whole_file(unit, source, ingest, is_code=True)
+def _read_code_file(unit: WorkUnit, handle: BinaryIO, source: SourceConfig, ingest: IngestConfig) -> Iterator[Record]:
+    yield from _read_whole_file(unit, handle, source, ingest, is_code=True)
 
 
-def _read_whole_file(unit: WorkUnit, source: SourceConfig, ingest: IngestConfig, is_code: bool) -> Iterator[Record]:
+def _read_whole_file(
+    unit: WorkUnit, handle: BinaryIO, source: SourceConfig, ingest: IngestConfig, is_code: bool
+) -> Iterator[Record]:
     locator = unit.relative_path
-    with open(unit.path, "rb") as handle:
-        data = handle.read(source.max_doc_bytes + 1)
+    data = handle.read(source.max_doc_bytes + 1)
     excerpt = data[: ingest.excerpt_bytes]
     if len(data) > source.max_doc_bytes:
         size = max(unit.size, len(data))

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.settings import ConfigError, Section, local_path
+from pipelines.settings import ConfigError, Section, storage_path
 
 SOURCE_FORMATS = ("jsonl", "parquet", "text", "code")
 DOCUMENT_KINDS = ("text", "code")
@@ -64,7 +64,7 @@ def _parse_source(section: Section, index: int) -> SourceConfig:
     source = SourceConfig(
         name=name,
         format=source_format,
-        paths=tuple(local_path(section.where("paths"), p) for p in paths),
+        paths=tuple(storage_path(section.where("paths"), p) for p in paths),
         kind=section.take("kind", str, default=default_kind, choices=DOCUMENT_KINDS),
         text_field=section.take("text_field", str, default="text"),
         id_field=section.take("id_field", str),

@@ -25,6 +25,7 @@ from pipelines.ingest.settings import IngestConfig, SourceConfig, source_named
 from pipelines.ingest.tasks import ARROW_RECORD_SCHEMA, read_partition
 from pipelines.lakehouse import Table, retry_on_conflict
 from pipelines.stage import StageContext, StageSummary
+from pipelines.storage import Storage
 from pipelines.tables import BRONZE_DOCUMENTS, BRONZE_QUARANTINE, spark_schema
 from pipelines.tracking import metric_name
 
@@ -108,7 +109,8 @@ def run_ingest(
 ) -> IngestSummary:
     """Ingests the configured sources (or those named in `only`) and returns the reconciled counts."""
     selected = [source_named(sources, name) for name in only] if only else list(sources)
-    plans = [plan_source(source, settings) for source in selected]  # a missing path fails here, before Spark
+    # A missing path fails here, before Spark reads anything.
+    plans = [plan_source(source, settings, context.lakehouse.storage) for source in selected]
     documents = context.lakehouse.table(BRONZE_DOCUMENTS)
     quarantine = context.lakehouse.table(BRONZE_QUARANTINE)
     documents.create_if_missing()
@@ -122,7 +124,7 @@ def run_ingest(
     staging = context.lakehouse.staging(f"ingest_{run_id}")
     try:
         with steps("read"):
-            staging.overwrite(read_records(context.spark, plans, settings))
+            staging.overwrite(read_records(context.spark, plans, settings, context.lakehouse.storage))
         records = staging.read()
         id_sources = [source.name for source in selected if source.id_field]
         kept, rejected = separate_duplicate_locators(records, id_sources)
@@ -163,12 +165,13 @@ def run_ingest(
     )
 
 
-def read_records(spark: SparkSession, plans: list[SourcePlan], settings: IngestConfig) -> DataFrame:
+def read_records(spark: SparkSession, plans: list[SourcePlan], settings: IngestConfig, store: Storage) -> DataFrame:
     """One row per record read, documents and rejections alike; the work itself happens in Spark tasks."""
     units = [unit.as_row() for plan in plans for unit in plan.units]
     frame = spark.createDataFrame([[row[name] for name in _UNIT_FIELDS] for row in units], _UNIT_SCHEMA)
     parallelism = max(1, min(len(units), 4 * _cores(spark)))
-    reader = functools.partial(read_partition, sources={p.source.name: p.source for p in plans}, ingest=settings)
+    sources = {p.source.name: p.source for p in plans}
+    reader = functools.partial(read_partition, sources=sources, ingest=settings, store=store)
     return frame.repartition(parallelism).mapInArrow(reader, RECORD_SCHEMA)
 
 

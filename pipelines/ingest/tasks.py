@@ -13,6 +13,7 @@ from pipelines.identity import document_id
 from pipelines.ingest.planning import WorkUnit
 from pipelines.ingest.readers import Document, Record, read_unit
 from pipelines.ingest.settings import IngestConfig, SourceConfig
+from pipelines.storage import Storage
 
 ARROW_RECORD_SCHEMA = pa.schema(
     [
@@ -38,14 +39,14 @@ _BATCH_BYTES = 32 * 1024 * 1024
 
 
 def read_partition(
-    batches: Iterator[pa.RecordBatch], sources: Mapping[str, SourceConfig], ingest: IngestConfig
+    batches: Iterator[pa.RecordBatch], sources: Mapping[str, SourceConfig], ingest: IngestConfig, store: Storage
 ) -> Iterator[pa.RecordBatch]:
     """The mapInArrow function: each input row is a work unit; the output rows follow ARROW_RECORD_SCHEMA."""
     for batch in batches:
         for row in batch.to_pylist():
             unit = WorkUnit(**row)
             source = sources[unit.source]
-            yield from record_batches(read_unit(unit, source, ingest), unit, source)
+            yield from record_batches(read_unit(unit, source, ingest, store), unit, source)
 
 
 def record_batches(records: Iterator[Record], unit: WorkUnit, source: SourceConfig) -> Iterator[pa.RecordBatch]:

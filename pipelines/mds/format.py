@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
+from pipelines import storage
+from pipelines.storage import Storage
+
+# Reading needs no settings beyond the environment's (AWS_ENDPOINT_URL, credentials): what a notebook or the
+# trainer has. Writers are always handed the stage's Storage.
+DEFAULT_STORAGE = Storage()
+INDEX = "index.json"
 COLUMN = "tokens"
 TOKEN_DTYPES = {"int32": (np.dtype("<i4"), 33), "uint32": (np.dtype("<u4"), 32)}  # dtype, MDS ndarray code
 _SHAPE_CODES = [(np.uint8, 0), (np.uint16, 1), (np.uint32, 2), (np.uint64, 3)]
@@ -152,8 +158,16 @@ def shard_name(number: int, settings: ShardSettings) -> tuple[str, str | None]:
     return raw, (f"{raw}.zstd" if settings.compression else None)
 
 
-def write_shard(directory: str, number: int, records: list[bytes], settings: ShardSettings) -> dict:
-    """Writes shard `number` (atomically: temp file, then rename) and returns its index.json entry."""
+def write_shard(directory: str, number: int, records: list[bytes], settings: ShardSettings, store: Storage) -> dict:
+    """Writes shard `number` under `directory` (a storage URI; whole or not at all) and returns its index.json
+    entry."""
+    name, payload, entry = encode_shard_file(number, records, settings)
+    store.write_bytes(storage.join(directory, name), payload)
+    return entry
+
+
+def encode_shard_file(number: int, records: list[bytes], settings: ShardSettings) -> tuple[str, bytes, dict]:
+    """Shard `number`'s file: its name, its bytes (compressed when the settings say so) and its index entry."""
     raw = encode_shard(records, settings.config_bytes())
     raw_name, zip_name = shard_name(number, settings)
     entry = {**settings.config(), "samples": len(records), "raw_data": _file_info(raw_name, raw, settings)}
@@ -165,35 +179,36 @@ def write_shard(directory: str, number: int, records: list[bytes], settings: Sha
         payload = zstandard.ZstdCompressor(level=settings.zstd_level, threads=1).compress(raw)
         entry["zip_data"] = _file_info(zip_name, payload, settings)
         name = zip_name
-    _atomic_write(os.path.join(directory, name), payload)
-    return entry
+    return name, payload, entry
 
 
-def write_index(directory: str, entries: list[dict]) -> None:
+def stored_file(entry: dict) -> dict:
+    """The part of an index entry describing the file as stored: `zip_data` when compressed, else `raw_data`."""
+    return entry.get("zip_data") or entry["raw_data"]
+
+
+def write_index(directory: str, entries: list[dict], store: Storage) -> None:
     text = json.dumps({"shards": entries, "version": 2}, sort_keys=True)
-    _atomic_write(os.path.join(directory, "index.json"), text.encode("utf-8"))
+    store.write_text(storage.join(directory, INDEX), text)
 
 
-def read_index(directory: str) -> list[dict]:
-    with open(os.path.join(directory, "index.json"), encoding="utf-8") as handle:
-        index = json.load(handle)
+def read_index(directory: str, store: Storage = DEFAULT_STORAGE) -> list[dict]:
+    index = json.loads(store.read_bytes(storage.join(directory, INDEX)))
     if index.get("version") != 2:
         raise MdsError(f"{directory}/index.json: version {index.get('version')!r}, expected 2")
     return index["shards"]
 
 
-def read_shard(directory: str, entry: dict) -> bytes:
+def read_shard(directory: str, entry: dict, store: Storage = DEFAULT_STORAGE) -> bytes:
     """The raw shard bytes of an index entry (decompressed when the shard is stored compressed)."""
-    stored = entry.get("zip_data") or entry["raw_data"]
-    with open(os.path.join(directory, stored["basename"]), "rb") as handle:
-        payload = handle.read()
+    payload = store.read_bytes(storage.join(directory, stored_file(entry)["basename"]))
     return zstandard.ZstdDecompressor().decompress(payload) if entry.get("zip_data") else payload
 
 
-def iter_samples(directory: str) -> Iterator[np.ndarray]:
-    for entry in read_index(directory):
+def iter_samples(directory: str, store: Storage = DEFAULT_STORAGE) -> Iterator[np.ndarray]:
+    for entry in read_index(directory, store):
         dtype = entry["column_encodings"][0].split(":")[1]
-        for record in shard_records(read_shard(directory, entry)):
+        for record in shard_records(read_shard(directory, entry, store)):
             yield decode_sample(record, dtype)
 
 
@@ -205,21 +220,15 @@ def _file_info(basename: str, data: bytes, settings: ShardSettings) -> dict:
     }
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
-
-
-def write_samples(directory: str, samples: Iterable[np.ndarray], settings: ShardSettings) -> list[dict]:
+def write_samples(
+    directory: str, samples: Iterable[np.ndarray], settings: ShardSettings, store: Storage = DEFAULT_STORAGE
+) -> list[dict]:
     """Writes token samples into MDS shards + index.json in one process (what MDSWriter does); returns the entries.
     The Spark stage fixes the same shard boundaries up front and writes shards in parallel instead."""
-    os.makedirs(directory, exist_ok=True)
     records = [encode_sample(np.asarray(sample), settings.token_dtype) for sample in samples]
     entries, start = [], 0
     for number, count in enumerate(group_into_shards([len(r) for r in records], settings)):
-        entries.append(write_shard(directory, number, records[start : start + count], settings))
+        entries.append(write_shard(directory, number, records[start : start + count], settings, store))
         start += count
-    write_index(directory, entries)
+    write_index(directory, entries, store)
     return entries

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from pipelines.settings import LakehouseConfig, Section, local_path
+from pipelines import storage
+from pipelines.settings import LakehouseConfig, Section, local_path, storage_path
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,8 @@ class MdsConfig:
 
 def parse_mds(section: Section, lakehouse: LakehouseConfig) -> MdsConfig:
     mix = section.take("mix", str)
-    output = section.take("output", str, default=os.path.join(lakehouse.root, "mds"))
+    output = section.take("output", str, default=storage.join(lakehouse.root, "mds"))
     section.reject_unknown()
     return MdsConfig(
-        mix=local_path(section.where("mix"), mix) if mix else None, output=local_path(section.where("output"), output)
+        mix=local_path(section.where("mix"), mix) if mix else None, output=storage_path(section.where("output"), output)
     )

@@ -3,10 +3,12 @@
 For each stage: sampling.py picks the occurrences (documents x epochs, the last one cut) with exact token accounting
 and orders them by a seeded shuffle key; the stream is packed into `seq_len` samples (or one sample per document);
 shard boundaries follow MDSWriter's size rule, computed on the driver from the sample sizes, so every shard's
-content and name (`shard.NNNNN.mds`) is fixed before any task runs. Spark tasks then assemble and write whole shards
-into a staging directory named after a key of the stage's inputs (mix settings + Delta versions read); the driver
-writes index.json and manifest.json and renames the staging directory into place, so output appears only complete.
-A rerun after a crash reuses the shards the staging directory already holds; a rerun with the same key does nothing.
+content and name (`shard.NNNNN.mds`) is fixed before any task runs. Spark tasks then assemble whole shards and
+store them in the stage's directory (pipelines/storage.py: a local disk or an object store; nothing is renamed),
+each followed by a sidecar in a progress directory named after a key of the stage's inputs (mix settings + Delta
+versions read). The driver checks that every shard is stored, writes manifest.json, then index.json last: the stage
+is complete exactly when its index.json exists, and an older index is removed before any of its shards is replaced.
+A rerun after a crash reuses the shards whose sidecars exist; a rerun with the same key does nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 
 import mlflow
@@ -26,15 +26,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
 
-from pipelines import reports
+from pipelines import reports, storage
 from pipelines.faults import failpoint
 from pipelines.mds import format as mds
 from pipelines.mds.mixes import Mix, Stage, load_mix
 from pipelines.mds.sampling import ComponentOutcome, candidates, occurrences, stream_offsets
 from pipelines.mds.settings import MdsConfig
-from pipelines.mds.tasks import sidecar_path, write_partition
+from pipelines.mds.tasks import write_partition
 from pipelines.settings import ConfigError
 from pipelines.stage import StageContext, StageSummary
+from pipelines.storage import Storage
 from pipelines.tables import GOLD_TOKENS, SILVER_DOCUMENTS
 from pipelines.tokenize.tokenizer import EOS_ID, PAD_ID
 from pipelines.tracking import metric_name
@@ -113,14 +114,14 @@ def run_mds(
     """Every stage of the mix (a Mix, a mixes/*.yaml path, or by default the config's `mds.mix`) as MDS shards
     under `<output>/<mix name>/` (default: the config's `mds.output`)."""
     mix = chosen_mix(settings, mix)
-    output = output or settings.output
+    output = storage.normalized(output) if output else settings.output
     tokens, silver = context.lakehouse.table(GOLD_TOKENS), context.lakehouse.table(SILVER_DOCUMENTS)
     versions = {GOLD_TOKENS.name: tokens.version(), SILVER_DOCUMENTS.name: silver.version()}
     mlflow.log_params({"mix": mix.name, "output": output, **{f"version.{k}": v for k, v in versions.items()}})
     frame = candidates(tokens.read(), silver.read()).localCheckpoint()
+    root, store = storage.join(output, mix.name), context.lakehouse.storage
     results = [
-        _write_stage(context.spark, mix, stage, frame, tokens.read(), versions, os.path.join(output, mix.name))
-        for stage in mix.stages
+        _write_stage(context.spark, store, mix, stage, frame, tokens.read(), versions, root) for stage in mix.stages
     ]
     return MdsSummary(mix=mix.name, stages=results)
 
@@ -150,6 +151,7 @@ def stage_key(mix: Mix, stage: Stage, versions: dict[str, int]) -> str:
 
 def _write_stage(
     spark: SparkSession,
+    store: Storage,
     mix: Mix,
     stage: Stage,
     frame: DataFrame,
@@ -157,27 +159,33 @@ def _write_stage(
     versions: dict[str, int],
     root: str,
 ) -> StageResult:
-    final = os.path.join(root, stage.name)
+    final = storage.join(root, stage.name)
     key = stage_key(mix, stage, versions)
-    existing = _read_manifest(final)
-    if existing and existing.get("key") == key:
+    progress = storage.join(root, f".{stage.name}.progress-{key}")
+    existing = _read_manifest(store, final)
+    if existing and existing.get("key") == key and store.exists(storage.join(final, mds.INDEX)):
+        _drop_progress(store, root, stage)  # left behind by a run that stopped right after publishing
         return _result_from_manifest(final, existing)
+    # From here until the new index.json is written the stage is incomplete: readers must not take an older
+    # version's index as describing the shards that are being replaced.
+    store.delete(storage.join(final, mds.INDEX))
+    store.delete(storage.join(final, MANIFEST))
     picked, outcomes = occurrences(stage, frame)
     ordered = stream_offsets(picked).localCheckpoint()
     layout = _layout(mix, stage, ordered)
-    staging = os.path.join(root, f".{stage.name}.partial-{key}")
-    os.makedirs(staging, exist_ok=True)
-    done = _finished_shards(staging)
+    done = _finished_shards(store, progress)
     todo = [shard for shard, count in enumerate(layout.shard_counts) if shard not in done]
     entries = dict(done)
     for shard in [s for s in todo if layout.shard_counts[s] == 0]:  # MDSWriter's empty shard before a huge sample
-        entries[shard] = mds.write_shard(staging, shard, [], mix.shards)
+        entries[shard] = mds.write_shard(final, shard, [], mix.shards, store)
     todo = [s for s in todo if layout.shard_counts[s] > 0]
     if todo:
         pieces = _pieces(spark, mix, stage, ordered, layout, tokens).where(F.col("shard").isin(todo))
         task = functools.partial(
             write_partition,
-            directory=staging,
+            directory=final,
+            progress=progress,
+            store=store,
             settings=mix.shards,
             expected_samples=dict(enumerate(layout.shard_counts)),
             pad_sample=layout.pad_sample,
@@ -196,15 +204,12 @@ def _write_stage(
     if missing:
         raise RuntimeError(f"stage {stage.name}: shards {missing[:5]} were not written")
     ordered_entries = [entries[shard] for shard in range(len(layout.shard_counts))]
+    _check_stored(store, final, ordered_entries)
     failpoint("mds.publish")
-    mds.write_index(staging, ordered_entries)
     manifest = _manifest(mix, stage, key, versions, layout, outcomes, ordered_entries)
-    with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-    for shard in range(len(layout.shard_counts)):
-        if os.path.exists(sidecar_path(staging, shard)):
-            os.remove(sidecar_path(staging, shard))
-    _publish(staging, final)
+    store.write_text(storage.join(final, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
+    mds.write_index(final, ordered_entries, store)  # last: the stage is complete exactly when its index exists
+    _drop_progress(store, root, stage)
     return StageResult(
         name=stage.name,
         directory=final,
@@ -217,6 +222,26 @@ def _write_stage(
         components=outcomes,
         reused_shards=len(done),
     )
+
+
+def _check_stored(store: Storage, directory: str, entries: list[dict]) -> None:
+    """Before the index is written: every shard is stored with the size its entry records, and nothing else is in
+    the stage's directory (a shard of an older, longer version of the stage is removed)."""
+    expected = {mds.stored_file(entry)["basename"]: mds.stored_file(entry)["bytes"] for entry in entries}
+    stored = {storage.relative(e.uri, directory): e.size for e in store.list_files(directory)}
+    wrong = {name: stored.get(name) for name, size in expected.items() if stored.get(name) != size}
+    if wrong:
+        shown = ", ".join(f"{name} ({size} bytes)" for name, size in list(wrong.items())[:5])
+        raise RuntimeError(f"{directory}: shards missing or of the wrong size after writing: {shown}")
+    for name in sorted(set(stored) - set(expected) - {MANIFEST, mds.INDEX}):
+        store.delete(storage.join(directory, name))
+
+
+def _drop_progress(store: Storage, root: str, stage: Stage) -> None:
+    """Removes the stage's progress directories (the sidecars of shards written), whatever key they were for."""
+    prefix = f".{stage.name}.progress-"
+    for name in [name for name in store.children(root) if name.startswith(prefix)]:
+        store.delete_tree(storage.join(root, name))
 
 
 @dataclass
@@ -296,26 +321,15 @@ def _pieces(
     )
 
 
-def _finished_shards(staging: str) -> dict[int, dict]:
-    """Shards a previous, interrupted run finished: their sidecar exists (it is written after the shard)."""
+def _finished_shards(store: Storage, progress: str) -> dict[int, dict]:
+    """Shards a previous, interrupted run (or an earlier attempt of a task) stored: their sidecar exists (it is
+    written after the shard)."""
     done = {}
-    for name in os.listdir(staging):
+    for entry in store.list_files(progress):
+        name = storage.basename(entry.uri)
         if name.startswith("shard.") and name.endswith(".entry.json"):
-            with open(os.path.join(staging, name), encoding="utf-8") as handle:
-                done[int(name.split(".")[1])] = json.load(handle)
+            done[int(name.split(".")[1])] = json.loads(store.read_bytes(entry.uri))
     return done
-
-
-def _publish(staging: str, final: str) -> None:
-    """Moves the finished stage into place; an older version of it is replaced only once the new one is whole."""
-    if os.path.exists(final):
-        retired = f"{final}.retired"
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(final, retired)
-        os.replace(staging, final)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, final)
 
 
 def _manifest(mix, stage, key, versions, layout, outcomes, entries) -> dict:
@@ -345,12 +359,9 @@ def _manifest(mix, stage, key, versions, layout, outcomes, entries) -> dict:
     }
 
 
-def _read_manifest(directory: str) -> dict | None:
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def _read_manifest(store: Storage, directory: str) -> dict | None:
+    path = storage.join(directory, MANIFEST)
+    return json.loads(store.read_bytes(path)) if store.exists(path) else None
 
 
 def _result_from_manifest(directory: str, manifest: dict) -> StageResult:

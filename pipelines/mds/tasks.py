@@ -1,31 +1,36 @@
 """What a Spark task of the MDS stage runs: assemble samples from token pieces and write whole shards.
 
 Rows arrive sorted by (shard, sample, start): each row is a piece of one sample (a slice of one document's tokens +
-EOS). A shard is written when its last piece has been seen, atomically, followed by a sidecar with its index entry,
-which is what lets a rerun after a crash skip it.
+EOS). A shard is assembled in the task's memory (at most the shard size limit) when its last piece has been seen and
+stored with one whole-object write, then a sidecar with its index entry is written to the stage's progress
+directory. The sidecar is what lets a retried or speculative attempt of the task, and a rerun after a crash, skip
+the shard instead of uploading it again.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from pipelines import storage
 from pipelines.mds.format import ShardSettings, encode_sample, write_shard
+from pipelines.storage import Storage
 
 ENTRY_SCHEMA = pa.schema([("shard", pa.int64()), ("entry", pa.string())])
 
 
-def sidecar_path(directory: str, shard: int) -> str:
-    return os.path.join(directory, f"shard.{shard:05}.entry.json")
+def sidecar_path(progress: str, shard: int) -> str:
+    return storage.join(progress, f"shard.{shard:05}.entry.json")
 
 
 def write_partition(
     batches: Iterator[pa.RecordBatch],
     directory: str,
+    progress: str,
+    store: Storage,
     settings: ShardSettings,
     expected_samples: dict[int, int],
     pad_sample: int | None,
@@ -48,11 +53,12 @@ def write_partition(
     def close_shard() -> pa.RecordBatch:
         if len(records) != expected_samples[shard]:
             raise RuntimeError(f"shard {shard}: assembled {len(records)} samples, expected {expected_samples[shard]}")
-        entry = write_shard(directory, shard, records, settings)
-        text = json.dumps(entry, sort_keys=True)
-        with open(sidecar_path(directory, shard) + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(sidecar_path(directory, shard) + ".tmp", sidecar_path(directory, shard))
+        sidecar = sidecar_path(progress, shard)
+        if store.exists(sidecar):  # another attempt of this task stored the shard already
+            text = store.read_text(sidecar)
+        else:
+            text = json.dumps(write_shard(directory, shard, records, settings, store), sort_keys=True)
+            store.write_text(sidecar, text)
         return pa.RecordBatch.from_pydict({"shard": [shard], "entry": [text]}, schema=ENTRY_SCHEMA)
 
     for batch in batches:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import zstandard
 
+from pipelines import storage
 from pipelines.mds import format as mds
+from pipelines.storage import Storage
 from pipelines.tokenize.tokenizer import VOCAB_SIZE
 
 
@@ -40,29 +41,30 @@ class Verification:
         return "\n".join(lines)
 
 
-def verify(directory: str, vocab_size: int = VOCAB_SIZE) -> Verification:
+def verify(directory: str, vocab_size: int = VOCAB_SIZE, store: Storage = mds.DEFAULT_STORAGE) -> Verification:
+    """`directory` is a storage URI: a local path or an object store prefix."""
     result = Verification(directory)
     try:
-        entries = mds.read_index(directory)
+        entries = mds.read_index(directory, store)
     except (OSError, ValueError, KeyError) as error:
         result.problems.append(f"index.json: {error}")
         return result
     for number, entry in enumerate(entries):
         result.shards += 1
-        stored = entry.get("zip_data") or entry["raw_data"]
-        path = os.path.join(directory, stored["basename"])
-        if not os.path.exists(path):
+        stored = mds.stored_file(entry)
+        path = storage.join(directory, stored["basename"])
+        if not store.exists(path):
             result.problems.append(f"shard {number}: {stored['basename']} is missing")
             continue
-        with open(path, "rb") as handle:
-            payload = handle.read()
+        payload = store.read_bytes(path)
         if len(payload) != stored["bytes"]:
             result.problems.append(f"{stored['basename']}: {len(payload)} bytes, index says {stored['bytes']}")
         for name, digest in stored.get("hashes", {}).items():
             if hashlib.new(name, payload).hexdigest() != digest:
                 result.problems.append(f"{stored['basename']}: {name} digest differs from the index")
         try:
-            records = mds.shard_records(mds.read_shard(directory, entry))
+            raw = zstandard.ZstdDecompressor().decompress(payload) if entry.get("zip_data") else payload
+            records = mds.shard_records(raw)
             dtype = entry["column_encodings"][entry["column_names"].index(mds.COLUMN)].split(":")[1]
             samples = [mds.decode_sample(record, dtype) for record in records]
         except (ValueError, KeyError, IndexError, zstandard.ZstdError) as error:
@@ -75,16 +77,15 @@ def verify(directory: str, vocab_size: int = VOCAB_SIZE) -> Verification:
             result.tokens += len(sample)
             if len(sample) and (int(np.max(sample)) >= vocab_size or int(np.min(sample)) < 0):
                 result.problems.append(f"{stored['basename']} sample {index}: token id outside [0, {vocab_size})")
-    _check_manifest(directory, result)
+    _check_manifest(directory, result, store)
     return result
 
 
-def _check_manifest(directory: str, result: Verification) -> None:
-    path = os.path.join(directory, "manifest.json")
-    if not os.path.exists(path):
+def _check_manifest(directory: str, result: Verification, store: Storage) -> None:
+    path = storage.join(directory, "manifest.json")
+    if not store.exists(path):
         return
-    with open(path, encoding="utf-8") as handle:
-        manifest = json.load(handle)
+    manifest = json.loads(store.read_bytes(path))
     result.components = {c["name"]: c["realised"] for c in manifest["components"]}
     if manifest["tokens_written"] != result.tokens:
         result.problems.append(f"manifest says {manifest['tokens_written']} tokens, the shards hold {result.tokens}")
