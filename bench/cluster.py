@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # the scenario and the cluster harness are shared with the test
@@ -29,16 +28,11 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))  # the scenario and the cluster 
 from cluster_harness import s3_server, standalone_cluster  # noqa: E402
 from cluster_scenario import (  # noqa: E402
     STAGE,
-    cluster_conf,
-    failure,
-    finish,
+    ScenarioFailed,
     mds_digests,
-    run_dataprep,
-    stage_seconds,
-    start_dataprep,
+    run_everywhere,
     table_rows,
     upload_tree,
-    write_config,
     write_corpus,
 )
 
@@ -62,34 +56,10 @@ def main() -> None:
         store = Storage(s3_endpoint=s3.endpoint)
         upload_tree(store, f"{work}/corpus", "s3://lake/corpus")
         with standalone_cluster(workers=2, hidden_paths=hidden, env=env) as cluster:
-            conf = cluster_conf(s3.endpoint)
-            mix = f"{work}/mix.yaml"
-            local = write_config(f"{work}/local.yaml", f"{work}/local", f"{work}/corpus", "local[2]",
-                                 f"{work}/local.db", mix)  # fmt: skip
-            on_cluster = write_config(f"{work}/cluster.yaml", "s3a://lake/cluster", "s3://lake/corpus",
-                                      cluster.master_url, f"{work}/cluster.db", mix, conf)  # fmt: skip
-            killed = write_config(f"{work}/killed.yaml", "s3a://lake/killed", "s3a://lake/corpus",
-                                  cluster.master_url, f"{work}/killed.db", mix, conf)  # fmt: skip
-            timings = {}
-            for name, config in (("local", local), ("cluster", on_cluster)):
-                code, output, seconds = run_dataprep(["run", "--config", config], env)
-                if code != 0:
-                    sys.exit(f"{name} run failed:\n{failure(output)}")
-                timings[name] = (seconds, stage_seconds(output))
-            process = start_dataprep(["run", "--config", killed], env)
-            head = []
-            for line in process.stdout:
-                head.append(line)
-                if line.startswith("ingest run "):
-                    break
-            time.sleep(8)
-            cluster.kill_worker(0)
-            code, output = finish(process)
-            if code != 0:
-                sys.exit(f"run with a killed worker failed:\n{failure(''.join(head) + output)}")
-            code, output, train_seconds = run_dataprep(["train", "--config", on_cluster, "--max-steps", "2"], env)
-            if code != 0:
-                sys.exit(f"training from the bucket failed:\n{failure(output)}")
+            try:
+                run = run_everywhere(work, cluster, s3.endpoint, env)
+            except ScenarioFailed as error:
+                sys.exit(str(error))
         expected = table_rows(f"{work}/local")
         files = mds_digests(Storage(), f"{work}/local/{STAGE}")
         identical = table_rows("s3a://lake/cluster", s3.endpoint) == expected and (
@@ -98,15 +68,16 @@ def main() -> None:
         kill_identical = table_rows("s3a://lake/killed", s3.endpoint) == expected and (
             mds_digests(store, f"s3://lake/killed/{STAGE}") == files
         )
-    local_stages, cluster_stages = timings["local"][1], timings["cluster"][1]
+    local_stages, cluster_stages = run.stage_seconds["local"], run.stage_seconds["cluster"]
     print(f"{'stage':<10}{'local s':>10}{'cluster s':>12}")
     for stage in local_stages:
         print(f"{stage:<10}{local_stages[stage]:>10.1f}{cluster_stages.get(stage, float('nan')):>12.1f}")
-    print(f"{'run':<10}{timings['local'][0]:>10.1f}{timings['cluster'][0]:>12.1f}   (process wall time)")
-    print(f"training 2 steps from the bucket: {train_seconds:.1f} s (process wall time)")
+    print(f"{'run':<10}{run.seconds['local']:>10.1f}{run.seconds['cluster']:>12.1f}   (process wall time)")
+    print(f"with worker 0 killed mid-filter: {run.seconds['killed']:.1f} s; training 2 steps from the bucket: "
+          f"{run.seconds['train']:.1f} s (process wall times)")  # fmt: skip
     print(
         f"RESULT identical={int(identical)} worker_kill_identical={int(kill_identical)} "
-        f"cluster_s={timings['cluster'][0]:.1f} local_s={timings['local'][0]:.1f}"
+        f"cluster_s={run.seconds['cluster']:.1f} local_s={run.seconds['local']:.1f}"
     )
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass, field
 
 import yaml
 from conftest import PROSE_STOP_WORDS, PROSE_VOCABULARY
@@ -185,6 +186,67 @@ def stage_seconds(output: str) -> dict[str, float]:
     for match in re.finditer(r"^(\w+) run [0-9a-f]+\b[^\n]*?(\d+(?:\.\d+)?) s\b", output, flags=re.MULTILINE):
         seconds[match.group(1)] = float(match.group(2))
     return seconds
+
+
+@dataclass
+class ScenarioRun:
+    """What `run_everywhere` did: configs, each pipeline run's wall and per-stage seconds, when the worker died."""
+
+    local_config: str
+    cluster_config: str
+    killed_config: str
+    seconds: dict[str, float] = field(default_factory=dict)  # local, cluster, killed, train: process wall time
+    stage_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    killed_at: float = 0.0
+    verify_output: str = ""
+
+
+class ScenarioFailed(AssertionError):
+    """A command of the scenario exited non-zero; the message holds the lines of its output worth reading."""
+
+
+def run_everywhere(work: str, cluster, s3_endpoint: str, env: dict[str, str]) -> ScenarioRun:
+    """The pipeline in local mode on local paths, on `cluster` over the bucket `lake` (corpus uploaded under
+    `s3://lake/corpus`), and on the cluster again with worker 0 SIGKILLed in the middle of the filter stage; then
+    two training steps and `dataprep verify` on the cluster run's output, from the bucket. The cluster configs spell
+    the bucket both ways (s3a:// and s3://), as users do."""
+    mix, conf = f"{work}/mix.yaml", cluster_conf(s3_endpoint)
+    run = ScenarioRun(
+        write_config(f"{work}/local.yaml", f"{work}/local", f"{work}/corpus", "local[2]", f"{work}/local.db", mix),
+        write_config(f"{work}/cluster.yaml", "s3a://lake/cluster", "s3://lake/corpus", cluster.master_url,
+                     f"{work}/cluster.db", mix, conf),
+        write_config(f"{work}/killed.yaml", "s3://lake/killed", "s3a://lake/corpus", cluster.master_url,
+                     f"{work}/killed.db", mix, conf),
+    )  # fmt: skip
+    for name, config in (("local", run.local_config), ("cluster", run.cluster_config)):
+        output = _succeed(["run", "--config", config], env, run, name)
+        run.stage_seconds[name] = stage_seconds(output)
+    started = time.monotonic()
+    process = start_dataprep(["run", "--config", run.killed_config], env)
+    head = []
+    for line in process.stdout:
+        head.append(line)
+        if line.startswith("ingest run "):  # ingest's summary: the filter stage starts now
+            break
+    time.sleep(8)  # its first Spark jobs are running by then (the test checks the kill fell inside the stage)
+    run.killed_at = time.time()
+    cluster.kill_worker(0)
+    code, output = finish(process)
+    run.seconds["killed"] = time.monotonic() - started
+    if code != 0:
+        raise ScenarioFailed(f"the run with a killed worker failed:\n{failure(''.join(head) + output)}")
+    _succeed(["train", "--config", run.cluster_config, "--max-steps", "2"], env, run, "train")
+    run.verify_output = _succeed(["verify", f"s3a://lake/cluster/{STAGE}", "--config", run.cluster_config], env,
+                                 run, "verify")  # fmt: skip
+    return run
+
+
+def _succeed(args: list[str], env: dict[str, str], run: ScenarioRun, name: str) -> str:
+    code, output, seconds = run_dataprep(args, env)
+    if code != 0:
+        raise ScenarioFailed(f"`dataprep {' '.join(args)}` exited {code}:\n{failure(output)}")
+    run.seconds[name] = seconds
+    return output
 
 
 def delta_storage_options(endpoint: str | None) -> dict[str, str]:

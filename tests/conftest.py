@@ -46,6 +46,15 @@ class DemoRun:
 
 
 @pytest.fixture(scope="session")
+def torch_python() -> str:
+    """The PyTorch environment's interpreter (scripts/test.sh builds it and exports its path)."""
+    python = os.environ.get("DATAPREP_TORCH_PYTHON")
+    if not python:
+        pytest.fail("DATAPREP_TORCH_PYTHON is not set: run the tests with `bash scripts/test.sh`, which builds it")
+    return python
+
+
+@pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, spark) -> DemoRun:
     """`dataprep demo` once (training 12 steps) for every test that reads what it leaves: the CLI's and the
     notebooks'. Those tests must not change it."""

@@ -14,37 +14,16 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import mlflow
 import pytest
 from cluster_harness import s3_server, standalone_cluster
-from cluster_scenario import (
-    STAGE,
-    cluster_conf,
-    failure,
-    finish,
-    mds_digests,
-    run_dataprep,
-    start_dataprep,
-    table_rows,
-    upload_tree,
-    write_config,
-    write_corpus,
-)
+from cluster_scenario import STAGE, mds_digests, run_everywhere, table_rows, upload_tree, write_corpus
 
 from pipelines import storage
 from pipelines.storage import Storage
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def torch_python():
-    python = os.environ.get("DATAPREP_TORCH_PYTHON")
-    if not python:
-        pytest.fail("DATAPREP_TORCH_PYTHON is not set: run the tests with `bash scripts/test.sh`, which builds it")
-    return python
 
 
 def test_the_pipeline_on_a_cluster_over_object_storage_equals_local_mode_even_when_a_worker_dies(
@@ -61,38 +40,8 @@ def test_the_pipeline_on_a_cluster_over_object_storage_equals_local_mode_even_wh
         store = Storage(s3_endpoint=s3.endpoint)
         assert upload_tree(store, f"{work}/corpus", "s3://lake/corpus") == 12
         with standalone_cluster(workers=2, hidden_paths=hidden, env=env) as cluster:
-            conf = cluster_conf(s3.endpoint)
-            mix = f"{work}/mix.yaml"
-            local = write_config(f"{work}/local.yaml", f"{work}/local", f"{work}/corpus", "local[2]",
-                                 f"{work}/local.db", mix)  # fmt: skip
-            on_cluster = write_config(f"{work}/cluster.yaml", "s3a://lake/cluster", "s3://lake/corpus",
-                                      cluster.master_url, f"{work}/cluster.db", mix, conf)  # fmt: skip
-            killed = write_config(f"{work}/killed.yaml", "s3://lake/killed", "s3a://lake/corpus",
-                                  cluster.master_url, f"{work}/killed.db", mix, conf)  # fmt: skip
-
-            code, output, _ = run_dataprep(["run", "--config", local], env)
-            assert code == 0, failure(output)
-            code, output, _ = run_dataprep(["run", "--config", on_cluster], env)
-            assert code == 0, failure(output)
-
-            # The same on a fresh lakehouse, with one worker (its executor and Python workers) killed mid-filter.
-            process = start_dataprep(["run", "--config", killed], env)
-            seen = []
-            for line in process.stdout:
-                seen.append(line)
-                if line.startswith("ingest run "):
-                    break
-            time.sleep(8)  # the filter stage's first Spark jobs are running by now
-            killed_at = time.time()
-            cluster.kill_worker(0)
-            code, output = finish(process)
-            assert code == 0, failure("".join(seen) + output)
-
-            # Training reads the shards from the bucket and writes its checkpoints there.
-            code, output, _ = run_dataprep(["train", "--config", on_cluster, "--max-steps", "2"], env)
-            assert code == 0, failure(output)
-            code, output, _ = run_dataprep(["verify", f"s3a://lake/cluster/{STAGE}", "--config", on_cluster], env)
-            assert code == 0 and output.rstrip().endswith("ok"), failure(output)
+            run = run_everywhere(work, cluster, s3.endpoint, env)
+        assert run.verify_output.rstrip().endswith("ok"), run.verify_output
 
         # Everything the cluster wrote is in the bucket, equal to what local mode wrote.
         expected = table_rows(f"{work}/local")
@@ -106,7 +55,7 @@ def test_the_pipeline_on_a_cluster_over_object_storage_equals_local_mode_even_wh
         checkpoints = [e.uri for e in store.list_files("s3://lake/cluster/checkpoints")]
         assert any(uri.endswith("step-00000002.pt") for uri in checkpoints), checkpoints
         assert not [e.uri for e in store.list_files("s3://lake/cluster/staging")]  # per-run scratch removed
-        _assert_killed_during_filter(f"{work}/killed.db", killed_at)
+        _assert_killed_during_filter(f"{work}/killed.db", run.killed_at)
         _assert_streaming_reads(torch_python, s3.env, f"s3://lake/cluster/{STAGE}", f"{work}/streaming", store)
 
 

@@ -20,14 +20,6 @@ SETTINGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def torch_python():
-    python = os.environ.get("DATAPREP_TORCH_PYTHON")
-    if not python:
-        pytest.fail("DATAPREP_TORCH_PYTHON is not set: run the tests with `bash scripts/test.sh`, which builds it")
-    return python
-
-
 def token_samples(seed: int, dtype: str) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     lengths = [1, 2, 255, 256, 65_535, 65_536, *rng.integers(1, 3000, 40)]

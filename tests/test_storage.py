@@ -123,3 +123,20 @@ def test_uris_are_checked_joined_and_handed_to_spark_meaning_the_same_place(tmp_
     assert Storage().resolve("dbfs:/tmp/x")[1] == "/dbfs/tmp/x"
     conf = {"spark.hadoop.fs.s3a.endpoint": "127.0.0.1:9000", "spark.hadoop.fs.s3a.connection.ssl.enabled": "false"}
     assert Storage.from_mapping(conf) == Storage(s3_endpoint="127.0.0.1:9000", s3_scheme="http")
+
+
+def test_a_missing_bucket_stops_a_run_before_anything_is_read(s3, spark, tmp_path, capsys):
+    import yaml
+
+    from dataprep.cli import main
+
+    (tmp_path / "web.jsonl").write_text('{"text": "x"}\n')
+    config = {
+        "lakehouse": {"root": "s3a://no-such-bucket/lakehouse"},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+        "sources": [{"name": "web", "format": "jsonl", "paths": [str(tmp_path / "web.jsonl")]}],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["ingest", "--config", str(tmp_path / "config.yaml")]) == 2
+    error = capsys.readouterr().err
+    assert "lakehouse.root: 's3a://no-such-bucket/lakehouse': bucket 'no-such-bucket' does not exist" in error
