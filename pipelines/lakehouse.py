@@ -7,6 +7,7 @@ Unity Catalog configured it is `<catalog>.<schema>.bronze_documents`. Nothing el
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -140,8 +141,11 @@ class Lakehouse:
     def __init__(self, spark: SparkSession, config: LakehouseConfig) -> None:
         self.spark = spark
         self.config = config
-        # How Python reaches the files beside the tables (models, shards, inputs): as Spark's connectors do.
-        self.storage = storage.Storage.from_spark(spark)
+
+    @functools.cached_property
+    def storage(self) -> storage.Storage:
+        """How Python reaches the files beside the tables (models, shards, inputs): as Spark's connectors do."""
+        return storage.Storage.from_spark(self.spark)
 
     def table(self, spec: TableSpec | str) -> Table:
         """A declared table, by its declaration or its name (`"silver.documents"`, for notebooks and tests)."""
