@@ -1,7 +1,8 @@
-"""Packaging for the data factory: `pip install -e .` (runtime), `.[test]`, `.[train]`.
+"""Packaging for the data factory: `pip install -e .[spark]` (local), `.[test]`, `.[train]`.
 
-The exact versions CI and the demo use live in requirements/*.txt; the ranges here are what the code needs, so the
-wheel also installs on a Databricks cluster whose runtime already provides Spark and Delta.
+The exact versions CI and the demo use live in requirements/*.txt; the ranges here are what the code needs. PySpark
+and delta-spark are the `spark` extra, not requirements: a Databricks runtime brings its own Spark and Delta, which
+pip does not see as installed packages, so requiring them would install PyPI's PySpark over the runtime's.
 """
 
 from setuptools import find_packages, setup
@@ -14,8 +15,6 @@ setup(
     packages=find_packages(include=["dataprep", "dataprep.*", "pipelines", "pipelines.*", "trainer", "trainer.*"]),
     package_data={"dataprep": ["defaults/*.yaml"]},
     install_requires=[
-        "pyspark>=4.0,<4.2",
-        "delta-spark>=4.0,<4.1",
         "pyarrow>=14",
         "pandas>=2.0,<3",
         "mlflow>=3.7",
@@ -29,6 +28,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
+        "spark": ["pyspark>=4.0,<4.2", "delta-spark>=4.0,<4.1"],
         "test": ["pytest>=8", "deltalake>=1.0", "ruff"],
         "train": ["torch>=2.4"],
     },

@@ -22,6 +22,7 @@ from filters import _docstrings
 
 from dataprep.config import parse_config
 from dataprep.runner import run_stage
+from pipelines import spark_compat
 from pipelines.dedup.minhash import Shingling
 from pipelines.dedup.settings import DedupConfig
 from pipelines.lakehouse import Lakehouse
@@ -89,7 +90,7 @@ def main() -> None:
     }
 
     spark = get_spark(SparkConfig(master="local[*]", shuffle_partitions=4))
-    spark.sparkContext.setLogLevel("ERROR")
+    spark_compat.quiet(spark)
     with tempfile.TemporaryDirectory() as work:
         config = parse_config(
             {

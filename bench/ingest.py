@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from dataprep.config import PipelineConfig, parse_config
 from dataprep.runner import run_stage
+from pipelines import spark_compat
 from pipelines.settings import SparkConfig
 from pipelines.spark import get_spark
 
@@ -52,7 +53,7 @@ def write_corpus(directory: str, total_mb: int, files: int, seed: int = 7) -> tu
 def time_ours(corpus: str, work: str, cores: int) -> tuple[float, str]:
     """Seconds for one ingest into a fresh lakehouse, after an untimed warm-up run that pays the JVM's start-up."""
     spark = get_spark(SparkConfig(master=f"local[{cores}]", driver_memory="4g", shuffle_partitions=2 * cores))
-    spark.sparkContext.setLogLevel("ERROR")
+    spark_compat.quiet(spark)
     warm_up = os.path.join(work, "warm-up")
     os.makedirs(warm_up)
     write_corpus(warm_up, total_mb=5, files=2, seed=1)

@@ -29,6 +29,7 @@ from filters import corpus
 from dataprep.config import parse_config
 from dataprep.runner import run_stage
 from peer_env import run_peer_script
+from pipelines import spark_compat
 from pipelines.dedup.minhash import MinHasher, Shingling
 from pipelines.lakehouse import Lakehouse
 from pipelines.settings import SparkConfig
@@ -62,7 +63,7 @@ def datatrove(texts: list[str]) -> float:
 
 def spark_end_to_end(texts: list[str], cores: int) -> float:
     spark = get_spark(SparkConfig(master=f"local[{cores}]", shuffle_partitions=2 * cores))
-    spark.sparkContext.setLogLevel("ERROR")
+    spark_compat.quiet(spark)
     seconds = 0.0
     with tempfile.TemporaryDirectory() as work:
         for name, batch in (("warm-up", texts[:200]), ("timed", texts)):

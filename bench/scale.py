@@ -39,7 +39,7 @@ import yaml
 
 from dataprep.config import load_config
 from dataprep.runner import pipeline, run_stage
-from pipelines import tables
+from pipelines import spark_compat, tables
 from pipelines.lakehouse import Lakehouse
 from pipelines.spark import get_spark
 from pipelines.stage import StageSummary
@@ -277,7 +277,7 @@ def input_after(name: str, lakehouse: Lakehouse, summary: StageSummary, raw_byte
 def run_pipeline(config, raw_bytes: int) -> list[StageFigures]:
     """Every registered stage in order, timed, inside one pipeline run."""
     spark = get_spark(config.spark)
-    spark.sparkContext.setLogLevel("ERROR")
+    spark_compat.quiet(spark)
     lakehouse = Lakehouse(spark, config.lakehouse)
     figures = []
     with pipeline(config):

@@ -24,6 +24,7 @@ from filters import corpus
 
 from dataprep.config import parse_config
 from dataprep.runner import run_stage
+from pipelines import spark_compat
 from pipelines.lakehouse import Lakehouse
 from pipelines.settings import SparkConfig
 from pipelines.spark import get_spark
@@ -90,7 +91,7 @@ def main() -> None:
     megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     peer_seconds, reference = tiktoken_seconds(texts, args.cores)
     spark = get_spark(SparkConfig(master=f"local[{args.cores}]", shuffle_partitions=2 * args.cores))
-    spark.sparkContext.setLogLevel("ERROR")
+    spark_compat.quiet(spark)
     with tempfile.TemporaryDirectory() as work:
         stage_seconds(spark, f"{work}/warm-up", texts[:300])
         seconds, gold_path = stage_seconds(spark, f"{work}/timed", texts)

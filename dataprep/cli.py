@@ -13,6 +13,9 @@
     dataprep redecide --config FILE [--dry-run]
     dataprep validate --config FILE         check a config and print what it resolves to
 
+Every command taking --config also takes --var NAME=VALUE (repeatable): the value of ${NAME} in the config, before
+the environment's.
+
 The stage commands (ingest ... mds) and `run --from` come from the stage registry, pipelines/stages.py.
 
 Exit codes: 0 done; 2 bad config, a missing input path or table (nothing was read); 3 the run's counts do not
@@ -25,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from importlib import resources
@@ -75,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help=f"{', '.join(STAGE_NAMES)} in order, under one MLflow run")
     run.add_argument("--config", required=True)
+    _add_variables(run)
     run.add_argument("--mix", help="mixes/*.yaml (default: the config's mds.mix)")
     run.add_argument("--from", dest="first_stage", choices=STAGE_NAMES, default=STAGE_NAMES[0],
                      help="start at this stage (after a failed run: the stages before it are done)")  # fmt: skip
@@ -83,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     for spec in STAGES:
         stage = commands.add_parser(spec.name, help=spec.help)
         stage.add_argument("--config", required=True)
+        _add_variables(stage)
         for option in spec.options:
             metavar = {"metavar": option.metavar} if option.metavar else {}
             stage.add_argument(option.flag, dest=option.dest, action=option.action, help=option.help, **metavar)
@@ -92,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     config_source = train.add_mutually_exclusive_group(required=True)
     config_source.add_argument("--config")
     config_source.add_argument("--demo-lakehouse", help="use the demo's config for this lakehouse (what `demo` runs)")
+    _add_variables(train)
     train.add_argument("--mix", help="mixes/*.yaml whose MDS stages to train on (default: the config's mds.mix)")
     train.add_argument("--max-steps", type=int, help="stop after this many steps (overrides train.max_steps)")
     train.add_argument("--nproc", default="1", help="processes on this node, one per GPU ('auto': every GPU); "
@@ -101,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="the latest pipeline run's report, or what changed between two")
     report.add_argument("--config", help="the pipeline's config (default: the demo's, over --lakehouse)")
     report.add_argument("--lakehouse", default=os.environ.get("DATAPREP_LAKEHOUSE", "./lakehouse"))
+    _add_variables(report)
     report.add_argument("--run", help="a pipeline run id (or its prefix); default: the latest")
     report.add_argument(
         "--compare", nargs="?", const="previous", help="compare with this run id (default: the run before it)"
@@ -110,17 +118,45 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check an MDS directory: hashes, sample counts, token ids, manifest")
     verify.add_argument("directory", help="a local path or an object store URI (s3://bucket/mds/mix/stage)")
     verify.add_argument("--config", help="take the object store's endpoint from this config's spark.conf")
+    _add_variables(verify)
     verify.set_defaults(handler=_verify)
 
     redecide = commands.add_parser("redecide", help="re-apply the config's rules to stored signals (no recompute)")
     redecide.add_argument("--config", required=True)
+    _add_variables(redecide)
     redecide.add_argument("--dry-run", action="store_true", help="report the flips without writing them")
     redecide.set_defaults(handler=_redecide)
 
     validate = commands.add_parser("validate", help="validate a config file and print it resolved")
     validate.add_argument("--config", required=True)
+    _add_variables(validate)
     validate.set_defaults(handler=_validate)
     return parser
+
+
+def _add_variables(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--var",
+        dest="variables",
+        action="append",
+        type=_variable,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a value for ${NAME} in the config, before the environment's (repeatable); how a Databricks task "
+        "without environment variables (serverless) passes its catalog and schema",
+    )
+
+
+def _variable(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    """The --config file, its ${...} filled from --var first, then the environment."""
+    return load_config(args.config, dict(args.variables))
 
 
 def demo_config(lakehouse: str) -> PipelineConfig:
@@ -154,7 +190,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return _run_pipeline(load_config(args.config), first_stage=args.first_stage, mix=args.mix)
+    return _run_pipeline(_config(args), first_stage=args.first_stage, mix=args.mix)
 
 
 def _run_pipeline(
@@ -180,7 +216,7 @@ def _stage(args: argparse.Namespace) -> int:
     """One registered stage, with its command-line options."""
     from dataprep.runner import run_stage
 
-    config = load_config(args.config)
+    config = _config(args)
     options = {option.dest: getattr(args, option.dest) for option in args.stage.options}
     summary = run_stage(args.stage.name, _spark(config), config, **options)
     return 0 if _report(config, summary) else EXIT_NOT_RECONCILED
@@ -189,7 +225,7 @@ def _stage(args: argparse.Namespace) -> int:
 def _report_runs(args: argparse.Namespace) -> int:
     from pipelines import run_report
 
-    config = load_config(args.config) if args.config else demo_config(args.lakehouse)
+    config = _config(args) if args.config else demo_config(args.lakehouse)
     current = run_report.find(config.mlflow, args.run)
     if args.compare is None:
         print(run_report.summary(current))
@@ -209,7 +245,7 @@ def _report_runs(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from trainer.launch import delegate
 
-    config = demo_config(args.demo_lakehouse) if args.demo_lakehouse else load_config(args.config)
+    config = demo_config(args.demo_lakehouse) if args.demo_lakehouse else _config(args)
     exit_code = delegate(args.argv, args.nproc)
     if exit_code is not None:
         return exit_code
@@ -230,7 +266,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from pipelines.mds.verify import verify
-    conf = dict(load_config(args.config).spark.conf) if args.config else {}
+    conf = dict(_config(args).spark.conf) if args.config else {}
     result = verify(storage.normalized(args.directory), store=storage.Storage.from_mapping(conf))
     print(result.format())
     return 0 if result.ok else EXIT_NOT_RECONCILED
@@ -240,7 +276,7 @@ def _redecide(args: argparse.Namespace) -> int:
     from pipelines.filter.stage import redecide
     from pipelines.lakehouse import Lakehouse
 
-    config = load_config(args.config)
+    config = _config(args)
     lakehouse = Lakehouse(_spark(config), config.lakehouse)
     to_drop, to_keep, reasons = redecide(lakehouse, config.filter, dry_run=args.dry_run)
     verb = "would flip" if args.dry_run else "flipped"
@@ -266,7 +302,7 @@ def _report(config: PipelineConfig, summary: StageSummary) -> bool:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = _config(args)
     print(json.dumps(dataclasses.asdict(config), indent=2))
     return 0
 

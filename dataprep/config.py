@@ -55,6 +55,8 @@ class PipelineConfig:
         for index, source in enumerate(self.sources):
             for number, path in enumerate(source.paths):
                 paths[f"sources[{index}] ({source.name}).paths[{number}]"] = path
+        if self.filter.language_model:
+            paths["filter.language_model"] = self.filter.language_model
         paths["mds.output"] = self.mds.output
         paths["train.checkpoint_dir"] = self.train.checkpoint_dir
         return paths

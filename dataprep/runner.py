@@ -36,9 +36,13 @@ def run_stage(name: str, spark: SparkSession, config: PipelineConfig, **options)
     spec.check(sections, options)
     check_paths(config, spark)
     lakehouse = Lakehouse(spark, config.lakehouse)
-    for table in spec.reads:
-        if not lakehouse.table(table).exists():
-            raise MissingTableError(f"{table.name} does not exist yet: run the {writer_of(table)} stage first")
+    lakehouse.prepare()
+    reads = [lakehouse.table(table) for table in spec.reads]
+    for table in reads:
+        if not table.exists():
+            raise MissingTableError(f"{table.label} does not exist yet: run the {writer_of(table.spec)} stage first")
+    # The versions the stage starts from, for its lineage (a table it also writes has moved on by its end).
+    versions_read = {table.label: table.version() for table in reads}
     run = spec.function()
     with stage_run(config.mlflow, config.lakehouse.root, name, {}) as mlflow_run:
         started = time.monotonic()
@@ -57,7 +61,7 @@ def run_stage(name: str, spark: SparkSession, config: PipelineConfig, **options)
         mlflow.log_metrics(metrics)
         mlflow.log_dict(summary.as_dict(), f"{name}_summary.json")
         mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())
-        reports.log_inputs([lakehouse.table(table) for table in spec.reads])
+        reports.log_inputs(reads, versions=versions_read)
         summary.report(context)
         reports.log_summary_page(name, summary.format())
     return summary

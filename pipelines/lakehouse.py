@@ -10,72 +10,81 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-import delta.exceptions
-import delta.exceptions.captured  # noqa: F401  (turns Delta's JVM commit conflicts into the Python classes below)
-from delta.tables import DeltaTable, DeltaTableBuilder
-from pyspark.errors import AnalysisException
+from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import storage
-from pipelines.settings import LakehouseConfig
+from pipelines import spark_compat, storage
+from pipelines.settings import ConfigError, LakehouseConfig
 from pipelines.tables import TableSpec, table_spec
 
 
 @dataclass(frozen=True)
 class Table:
-    """One Delta table of the lakehouse: `layer.name` plus where it is stored."""
+    """One Delta table of the lakehouse: `layer.name` plus where it is stored.
+
+    Everything here is SQL or DataFrame API, which a Spark Connect server (Databricks serverless, standard access
+    mode) runs without Delta's Connect plugin; Delta's Python `DeltaTable` API needs that plugin there."""
 
     spark: SparkSession
     label: str  # layer.name
-    path: str | None  # local/object-store location; None for a Unity Catalog managed table
-    full_name: str | None  # catalog.schema.table; None for a path table
+    path: str | None  # storage location; None for a Unity Catalog managed table
+    full_name: str | None  # catalog.schema.table as written (for reports); None for a path table
     spec: TableSpec | None = None  # None for a staging table, whose schema is whatever its writer wrote
+    quoted_name: str | None = None  # `catalog`.`schema`.`table`: what SQL and the reader/writer APIs are given
 
     @property
     def sql_name(self) -> str:
         """What to put after FROM in SQL."""
-        return self.full_name if self.full_name else f"delta.`{self.path}`"
+        return self.quoted_name if self.full_name else f"delta.{quote(self.path)}"
 
     def exists(self) -> bool:
         if self.full_name:
-            return self.spark.catalog.tableExists(self.full_name)
-        return DeltaTable.isDeltaTable(self.spark, self.path)
+            return self.spark.catalog.tableExists(self.quoted_name)
+        try:
+            self.spark.sql(f"DESCRIBE DETAIL {self.sql_name}").select("format").first()
+        except AnalysisException as error:
+            if error.getCondition() in _NO_TABLE_HERE:
+                return False
+            raise
+        return True
 
     def create_if_missing(self) -> None:
         """Creates the table as declared, unless it exists; an existing table gains the declared nullable columns it
         lacks (a column added to a declaration reaches tables made before it, as nulls)."""
         if self.spec is None:
             raise TypeError(f"{self.label} is a staging table: it has no declaration to create it from")
-        builder = DeltaTable.createIfNotExists(self.spark).addColumns(self.spec.spark_schema())
-        builder = builder.comment(self.spec.description)
-        builder = builder.tableName(self.full_name) if self.full_name else builder.location(self.path)
-        self._create(builder)
+        location = f" LOCATION {sql_string(self.path)}" if self.full_name and self.path else ""
+        self._create(
+            f"CREATE TABLE IF NOT EXISTS {self.sql_name} ({self.spec.spark_schema().toDDL()}) USING DELTA"
+            f" COMMENT {sql_string(self.spec.description)}{location}"
+        )
         self._add_missing_columns()
 
-    def _create(self, builder: DeltaTableBuilder) -> None:
+    def _create(self, statement: str) -> None:
         # Two runs starting together both try to create the table. The loser sees a commit conflict, or a location
         # the winner has begun to write but not yet committed: it waits and finds the table there.
         for attempt in range(1, _ATTEMPTS + 1):
             if self.exists():
                 return
             try:
-                builder.execute()
+                self.spark.sql(statement)
                 return
-            except (*COMMIT_CONFLICTS, AnalysisException):
+            except AnalysisException:
                 if attempt == _ATTEMPTS:
                     raise
-                # Delta caches each path's log, including "no table here": forget it, or the table the winner
-                # created stays invisible to this session. (A Spark Connect session has no JVM here to ask;
-                # its server resolves the table afresh.)
-                jvm = getattr(self.spark, "_jvm", None)
-                if jvm is not None:
-                    jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
-                _back_off(attempt)
+            except PySparkException as error:
+                if attempt == _ATTEMPTS or not is_commit_conflict(error):
+                    raise
+            # Delta caches each path's log, including "no table here": forget it, or the table the winner created
+            # stays invisible to this session.
+            spark_compat.forget_cached_delta_logs(self.spark)
+            _back_off(attempt)
 
     def _add_missing_columns(self) -> None:
         present = set(self.read().columns)
@@ -86,41 +95,53 @@ class Table:
         if required:
             raise RuntimeError(f"{self.label} lacks the required column(s) {required}: it was made by another version")
         columns = ", ".join(
-            f"`{f.name}` {f.dataType.simpleString()} COMMENT '{f.metadata['comment'].replace(chr(39), '')}'"
-            for f in missing
+            f"{quote(f.name)} {f.dataType.simpleString()} COMMENT {sql_string(f.metadata['comment'])}" for f in missing
         )
         try:
             self.spark.sql(f"ALTER TABLE {self.sql_name} ADD COLUMNS ({columns})")
-        except (*COMMIT_CONFLICTS, AnalysisException):
+        except PySparkException as error:
             # Another run upgrading the same table at the same moment may have added them first.
+            if not (isinstance(error, AnalysisException) or is_commit_conflict(error)):
+                raise
             if not {f.name for f in missing} <= set(self.read().columns):
                 raise
 
-    def delta(self) -> DeltaTable:
-        if self.full_name:
-            return DeltaTable.forName(self.spark, self.full_name)
-        return DeltaTable.forPath(self.spark, self.path)
-
     def read(self) -> DataFrame:
         if self.full_name:
-            return self.spark.read.table(self.full_name)
+            return self.spark.read.table(self.quoted_name)
         return self.spark.read.format("delta").load(self.path)
 
     def overwrite(self, frame: DataFrame) -> None:
         writer = frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-        writer.saveAsTable(self.full_name) if self.full_name else writer.save(self.path)
+        self._save(writer)
 
     def append(self, frame: DataFrame, commit_metadata: str | None = None) -> None:
         """Appends rows; `commit_metadata` tags the commit (Delta's userMetadata) so that `commit_metrics` finds it."""
         writer = frame.write.format("delta").mode("append")
         if commit_metadata is not None:
             writer = writer.option("userMetadata", commit_metadata)
-        writer.saveAsTable(self.full_name) if self.full_name else writer.save(self.path)
+        self._save(writer)
+
+    def _save(self, writer) -> None:
+        if not self.full_name:
+            writer.save(self.path)
+            return
+        if self.path:  # an external table: its files go where the config says
+            writer = writer.option("path", self.path)
+        writer.saveAsTable(self.quoted_name)
+
+    def merge(self, source: DataFrame, on: str) -> Merge:
+        """A MERGE INTO this table (alias `t`) from `source` (alias `s`) on the SQL condition `on`."""
+        return Merge(self, source, on)
+
+    def history(self, limit: int) -> DataFrame:
+        """The newest `limit` commits (version, userMetadata, operationMetrics, ...), newest first."""
+        return self.spark.sql(f"DESCRIBE HISTORY {self.sql_name} LIMIT {int(limit)}")
 
     def commit_metrics(self, commit_metadata: str) -> dict[str, str]:
         """The operation metrics of the newest commit tagged `commit_metadata` (not merely the newest commit, which
         may be a concurrent writer's)."""
-        history = self.delta().history(_HISTORY_SEARCHED).where(F.col("userMetadata") == commit_metadata)
+        history = self.history(_HISTORY_SEARCHED).where(F.col("userMetadata") == commit_metadata)
         row = history.orderBy(F.desc("version")).select("operationMetrics").first()
         if row is None:
             raise RuntimeError(f"{self.label}: no commit tagged {commit_metadata!r} among the last {_HISTORY_SEARCHED}")
@@ -128,13 +149,79 @@ class Table:
 
     def drop(self) -> None:
         if self.full_name:
-            self.spark.sql(f"DROP TABLE IF EXISTS {self.full_name}")
-        else:
+            self.spark.sql(f"DROP TABLE IF EXISTS {self.quoted_name}")
+        if self.path:  # a path table, or an external table's files (DROP TABLE leaves them)
             storage.Storage.from_spark(self.spark).delete_tree(self.path)
 
     def version(self) -> int:
         """The latest committed version (what a report or manifest records as 'read at')."""
-        return int(self.delta().history(1).select("version").first()[0])
+        return int(self.history(1).select("version").first()[0])
+
+
+@dataclass
+class Merge:
+    """A Delta `MERGE INTO`, built clause by clause like Delta's Python merge builder and run as SQL. Conditions and
+    values are SQL over `t` (the table) and `s` (the source)."""
+
+    table: Table
+    source: DataFrame
+    on: str
+    clauses: list[str] = field(default_factory=list)
+
+    def when_matched_update(self, set: Mapping[str, str], condition: str | None = None) -> Merge:
+        assignments = ", ".join(f"t.{quote(column)} = {value}" for column, value in set.items())
+        return self._clause(f"WHEN MATCHED{_and(condition)} THEN UPDATE SET {assignments}")
+
+    def when_matched_delete(self, condition: str | None = None) -> Merge:
+        return self._clause(f"WHEN MATCHED{_and(condition)} THEN DELETE")
+
+    def when_not_matched_insert(self, values: Mapping[str, str] | None = None) -> Merge:
+        """Inserts the given column values, or every column of the source by name (`values=None`)."""
+        if values is None:
+            return self._clause("WHEN NOT MATCHED THEN INSERT *")
+        columns = ", ".join(quote(column) for column in values)
+        return self._clause(f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({', '.join(values.values())})")
+
+    def execute(self) -> dict[str, int]:
+        """Commits the MERGE; returns its own row counts (num_inserted_rows, num_updated_rows, num_deleted_rows,
+        num_affected_rows): the table's newest commit may already be a concurrent writer's."""
+        # The source reaches SQL as a temporary view of this session, named uniquely so that concurrent merges of
+        # one session do not collide.
+        view = f"dataprep_merge_source_{uuid.uuid4().hex}"
+        self.source.createOrReplaceTempView(view)
+        try:
+            statement = f"MERGE INTO {self.table.sql_name} AS t USING {view} AS s ON {self.on} {' '.join(self.clauses)}"
+            row = self.table.spark.sql(statement).first()
+        finally:
+            self.table.spark.catalog.dropTempView(view)
+        return {name: int(value) for name, value in row.asDict().items()}
+
+    def _clause(self, clause: str) -> Merge:
+        self.clauses.append(clause)
+        return self
+
+
+def _and(condition: str | None) -> str:
+    return f" AND ({condition})" if condition else ""
+
+
+def quote(identifier: str) -> str:
+    """An identifier as SQL takes any name: in backticks, a backtick in it doubled."""
+    return "`" + identifier.replace("`", "``") + "`"
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal of any text."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def is_commit_conflict(error: BaseException) -> bool:
+    """True for Delta's optimistic-concurrency rejections, recognised by their error class: a classic session raises
+    them as delta.exceptions classes, a Spark Connect client as generic errors carrying the same class."""
+    if not isinstance(error, PySparkException):
+        return False
+    condition = error.getCondition() or ""
+    return condition.startswith(_CONFLICT_PREFIX) or condition.split(".")[0] in _OTHER_CONFLICTS
 
 
 class Lakehouse:
@@ -162,9 +249,25 @@ class Lakehouse:
         if not layer or not name:
             raise ValueError(f"table names are 'layer.name' such as 'bronze.documents', got {label!r}")
         if self.config.uses_unity_catalog:
-            full_name = f"{self.config.catalog}.{self.config.schema}.{layer}_{name}"
-            return Table(self.spark, label, path=None, full_name=full_name, spec=spec)
+            parts = (self.config.catalog, self.config.schema, f"{layer}_{name}")
+            location = self.config.external_location
+            path = storage.join(location, parts[2]) if location else None
+            return Table(self.spark, label, path, ".".join(parts), spec, ".".join(quote(part) for part in parts))
         return Table(self.spark, label, path=storage.join(self.config.root, layer, name), full_name=None, spec=spec)
+
+    def prepare(self) -> None:
+        """Makes sure the tables have a home before a stage runs: with Unity Catalog, the schema exists (created when
+        `lakehouse.create_schema` says so; a clear error otherwise, rather than a failure at the first write)."""
+        if not self.config.uses_unity_catalog:
+            return
+        schema = f"{quote(self.config.catalog)}.{quote(self.config.schema)}"
+        if self.config.create_schema:
+            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        elif not self.spark.catalog.databaseExists(schema):
+            raise ConfigError(
+                f"lakehouse.schema: {self.config.catalog}.{self.config.schema} does not exist; create it (the bundle "
+                "declares it) or set lakehouse.create_schema: true"
+            )
 
 
 Result = TypeVar("Result")
@@ -184,7 +287,9 @@ def retry_on_conflict(
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             result = action()
-        except COMMIT_CONFLICTS as error:
+        except PySparkException as error:
+            if not is_commit_conflict(error):
+                raise
             if attempt == _ATTEMPTS:
                 raise RuntimeError(f"{what}: still conflicting with concurrent writers after {_ATTEMPTS} attempts") \
                     from error  # fmt: skip
@@ -197,9 +302,12 @@ def retry_on_conflict(
 
 _ATTEMPTS = 8
 _HISTORY_SEARCHED = 100  # commits searched for one's own (concurrent writers commit in between)
-# Delta's Python conflict classes each derive from PySparkException alone (not from their common base), so
-# catching the base misses them: every one is named.
-COMMIT_CONFLICTS = tuple(getattr(delta.exceptions, name) for name in delta.exceptions.__all__)
+# Delta's concurrent-modification error classes (Delta's DeltaErrors): DELTA_CONCURRENT_APPEND, _DELETE_READ,
+# _DELETE_DELETE, _TRANSACTION, _WRITE..., and the two that a concurrent metadata or protocol change raises.
+_CONFLICT_PREFIX = "DELTA_CONCURRENT_"
+_OTHER_CONFLICTS = {"DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED"}
+# What DESCRIBE DETAIL says of a path that holds no Delta table (missing, empty, or other files).
+_NO_TABLE_HERE = {"DELTA_MISSING_DELTA_TABLE", "PATH_NOT_FOUND", "DELTA_PATH_DOES_NOT_EXIST"}
 
 
 def _back_off(attempt: int) -> None:

@@ -4,10 +4,9 @@ tables and a readable summary page. Aggregations run in Spark; only the small re
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import hashlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Mapping
 
 import matplotlib
 
@@ -16,27 +15,38 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
+from mlflow.data.delta_dataset_source import DeltaDatasetSource  # noqa: E402
+from mlflow.data.spark_dataset import SparkDataset  # noqa: E402
 from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from pipelines.lakehouse import Table  # noqa: E402
+from pipelines.tracking import muted  # noqa: E402
+
+# mlflow infers a model-input schema for logged tables and datasets, warns that int columns cannot hold missing values
+# and logs that a map column has no schema it can infer: irrelevant to a report, and noise in every stage's output.
+_SCHEMA_HINTS = ("mlflow.data.spark_dataset", "Hint: Inferred schema contains integer")
 
 
-def log_inputs(tables: list[Table], context: str = "input") -> None:
-    """Each table as an MLflow input dataset named `<layer.name>@v<version>`, with its Delta version."""
+def log_inputs(tables: list[Table], context: str = "input", versions: Mapping[str, int] | None = None) -> None:
+    """Each table as an MLflow input dataset named `<layer.name>@v<version>`, whose source is the Delta table (its
+    Unity Catalog name, else its path) at that version: `versions[label]` when given (what the stage read), else its
+    latest."""
     for table in tables:
         if not table.exists():
             continue
-        version = table.version()
+        version = versions[table.label] if versions and table.label in versions else table.version()
         try:
-            with _without_schema_hints():
-                dataset = mlflow.data.from_spark(
-                    table.read().limit(0),
-                    path=table.path if table.path else None,
-                    table_name=table.full_name,
-                    version=version,
-                    name=f"{table.label}@v{version}",
-                )
+            # The source is built here rather than guessed by mlflow.data.from_spark, which takes a path for a Delta
+            # table only when it finds a _delta_log on a local disk: an s3:// or abfss:// table lost its lineage.
+            if table.full_name:
+                source = DeltaDatasetSource(delta_table_name=table.full_name, delta_table_version=version)
+            else:
+                source = DeltaDatasetSource(path=table.path, delta_table_version=version)
+            # A table version is its content: the digest says so, where MLflow's default would hash a Spark plan.
+            digest = hashlib.sha256(f"{table.full_name or table.path}@{version}".encode()).hexdigest()[:8]
+            with muted(*_SCHEMA_HINTS):
+                dataset = SparkDataset(table.read().limit(0), source, name=f"{table.label}@v{version}", digest=digest)
                 mlflow.log_input(dataset, context=context)
         except Exception as error:  # lineage is a report, never a reason to fail a stage
             warnings.warn(f"could not log {table.label} as an MLflow input: {error}", stacklevel=2)
@@ -49,24 +59,8 @@ def log_summary_page(title: str, text: str) -> None:
 
 
 def log_table(frame: pd.DataFrame, name: str) -> None:
-    with _without_schema_hints():
+    with muted(*_SCHEMA_HINTS):
         mlflow.log_table(frame, artifact_file=f"tables/{name}.json")
-
-
-@contextlib.contextmanager
-def _without_schema_hints() -> Iterator[None]:
-    """mlflow infers a model-input schema for logged tables and datasets, warns that int columns cannot hold
-    missing values and logs that a map column has no schema it can infer: irrelevant to a report, and noise in every
-    stage's output."""
-    inference = logging.getLogger("mlflow.data.spark_dataset")
-    level = inference.level
-    inference.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-            yield
-    finally:
-        inference.setLevel(level)
 
 
 def histogram(frame: DataFrame, column: str, bins: int, name: str, title: str, log_x: bool = False) -> None:

@@ -13,7 +13,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from pipelines.settings import ConfigError, MlflowConfig
-from pipelines.tracking import configure
+from pipelines.tracking import configure, experiment_name
 
 
 @dataclass
@@ -52,9 +52,9 @@ def find(settings: MlflowConfig, run_id: str | None) -> PipelineRun:
         for candidate in runs:
             if candidate.run_id.startswith(run_id):
                 return candidate
-        raise ConfigError(f"no pipeline run {run_id!r} in experiment {settings.experiment!r}")
+        raise ConfigError(f"no pipeline run {run_id!r} in experiment {experiment_name(settings)!r}")
     if not runs:
-        raise ConfigError(f"experiment {settings.experiment!r} has no pipeline run yet: run `dataprep run`")
+        raise ConfigError(f"experiment {experiment_name(settings)!r} has no pipeline run yet: run `dataprep run`")
     return runs[0]
 
 

@@ -129,6 +129,8 @@ class LakehouseConfig:
     root: str
     catalog: str | None = None
     schema: str | None = None
+    create_schema: bool = False  # CREATE SCHEMA IF NOT EXISTS before a stage runs (Unity Catalog)
+    external_location: str | None = None  # Unity Catalog tables as external tables under this URI; None: managed
 
     @property
     def uses_unity_catalog(self) -> bool:
@@ -139,6 +141,8 @@ def parse_lakehouse(section: Section) -> LakehouseConfig:
     root = section.take("root", str, default="./lakehouse")
     catalog = section.take("catalog", str)
     schema = section.take("schema", str)
+    create_schema = section.take("create_schema", bool, default=False)
+    external_location = section.take("external_location", str)
     section.reject_unknown()
     if (catalog is None) != (schema is None):
         raise ConfigError(
@@ -146,9 +150,26 @@ def parse_lakehouse(section: Section) -> LakehouseConfig:
             f"schema={schema!r}"
         )
     for key, value in (("catalog", catalog), ("schema", schema)):
-        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ConfigError(f"lakehouse.{key}: {value!r} is not a plain identifier (letters, digits, underscore)")
-    return LakehouseConfig(root=storage_path(section.where("root"), root), catalog=catalog, schema=schema)
+        if value is not None and not _UNITY_CATALOG_NAME.fullmatch(value):
+            raise ConfigError(
+                f"lakehouse.{key}: {value!r} is not a Unity Catalog name (1 to 255 characters, none of them a period, "
+                "space, slash or control character)"
+            )
+    if catalog is None and (create_schema or external_location):
+        raise ConfigError("lakehouse: create_schema and external_location apply to Unity Catalog (set catalog/schema)")
+    if external_location is not None:
+        external_location = storage_path(section.where("external_location"), external_location)
+    return LakehouseConfig(
+        root=storage_path(section.where("root"), root),
+        catalog=catalog,
+        schema=schema,
+        create_schema=create_schema,
+        external_location=external_location,
+    )
+
+
+# Unity Catalog's rule for catalog, schema and table names; any such name works once quoted (lakehouse.quote).
+_UNITY_CATALOG_NAME = re.compile(r"[^.\s/\x00-\x1f\x7f]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +181,7 @@ class SparkConfig:
     shuffle_partitions: int = 8
     ui_enabled: bool = False
     conf: Mapping[str, str] = field(default_factory=dict)
+    remote: str | None = None  # a Spark Connect server (sc://host:port/;params); then nothing above applies
 
 
 def parse_spark(section: Section) -> SparkConfig:
@@ -169,28 +191,55 @@ def parse_spark(section: Section) -> SparkConfig:
         shuffle_partitions=section.take("shuffle_partitions", int, default=8, minimum=1),
         ui_enabled=section.take("ui_enabled", bool, default=False),
         conf={str(k): str(v) for k, v in section.take("conf", dict, default={}).items()},
+        remote=section.take("remote", str),
     )
     section.reject_unknown()
+    if spark.remote is not None and not spark.remote.startswith("sc://"):
+        raise ConfigError(f"spark.remote: {spark.remote!r} is not a Spark Connect address (sc://host:port)")
     if not re.fullmatch(r"\d+[kmgt]?", spark.driver_memory.lower()):
         raise ConfigError(f"spark.driver_memory: {spark.driver_memory!r} is not a JVM memory size such as '4g'")
     return spark
 
 
+DEFAULT_EXPERIMENT = "dataprep"
+
+
 @dataclass(frozen=True)
 class MlflowConfig:
-    """Where runs are logged."""
+    """Where runs are logged, and where models are registered.
+
+    `experiment` is None only with a Databricks tracking server: it then means `/Users/<user>/dataprep` for the
+    user the run authenticates as, which only a request to the workspace can tell (pipelines/tracking.py)."""
 
     tracking_uri: str
-    experiment: str = "dataprep"
+    experiment: str | None = DEFAULT_EXPERIMENT
     artifact_location: str | None = None
+    registry_uri: str | None = None  # None: MLflow's default (Unity Catalog for a Databricks tracking server)
+
+
+def is_databricks_uri(uri: str) -> bool:
+    """`databricks` or `databricks://<profile>`: a Databricks workspace's tracking server."""
+    return uri == "databricks" or uri.startswith("databricks://")
+
+
+def on_databricks_runtime() -> bool:
+    """True in a process of a Databricks cluster or serverless environment (variables the runtime sets; MLflow's
+    databricks_utils reads the same two)."""
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ or "DATABRICKS_ENV_VERSION" in os.environ
 
 
 def parse_mlflow(section: Section, lakehouse: LakehouseConfig) -> MlflowConfig:
     remote_root = storage.is_remote(lakehouse.root)
-    default_uri = None if remote_root else "sqlite:///" + os.path.join(lakehouse.root, "mlflow.db")
+    # On a cluster the runs go to the workspace's own server: an sqlite file on the driver would die with the
+    # cluster, and the GPU task of the same job, on another cluster, would never see it.
+    if on_databricks_runtime():
+        default_uri = "databricks"
+    else:
+        default_uri = None if remote_root else "sqlite:///" + os.path.join(lakehouse.root, "mlflow.db")
     tracking_uri = section.take("tracking_uri", str, default=default_uri)
-    experiment = section.take("experiment", str, default="dataprep")
+    experiment = section.take("experiment", str)
     artifact_location = section.take("artifact_location", str)
+    registry_uri = section.take("registry_uri", str)
     section.reject_unknown()
     if tracking_uri is None:
         # An sqlite file cannot live in a bucket: where runs go has to be said, not guessed.
@@ -198,6 +247,17 @@ def parse_mlflow(section: Section, lakehouse: LakehouseConfig) -> MlflowConfig:
             f"mlflow.tracking_uri: lakehouse.root {lakehouse.root!r} is in an object store, where MLflow's sqlite "
             "store cannot live; set it to an MLflow server, `databricks`, or sqlite:////absolute/local/path.db"
         )
+    if tracking_uri.startswith("databricks-uc"):
+        raise ConfigError(
+            f"mlflow.tracking_uri: {tracking_uri!r} is Unity Catalog's model registry, not a tracking server; write "
+            "tracking_uri: databricks (whose default registry it is) or registry_uri: databricks-uc"
+        )
+    if on_databricks_runtime() and tracking_uri.startswith("sqlite:"):
+        raise ConfigError(
+            f"mlflow.tracking_uri: {tracking_uri!r} is an sqlite file on this Databricks cluster, which is lost when "
+            "the cluster stops and unseen by the job's other clusters; use `databricks` (or leave it unset)"
+        )
+    experiment = _experiment(tracking_uri, experiment)
     if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
         raise ConfigError(
             f"mlflow.tracking_uri: {tracking_uri!r} is a relative sqlite path; use sqlite:////absolute/path.db "
@@ -212,4 +272,18 @@ def parse_mlflow(section: Section, lakehouse: LakehouseConfig) -> MlflowConfig:
         # Beside the lakehouse when it is local; beside the sqlite file when the lakehouse is in a bucket.
         home = os.path.dirname(tracking_uri.removeprefix("sqlite:///")) if remote_root else lakehouse.root
         artifact_location = os.path.join(home, "mlflow-artifacts")
-    return MlflowConfig(tracking_uri, experiment, artifact_location)
+    return MlflowConfig(tracking_uri, experiment, artifact_location, registry_uri)
+
+
+def _experiment(tracking_uri: str, experiment: str | None) -> str | None:
+    """The configured experiment, checked; None for the current user's default on a Databricks server."""
+    if not is_databricks_uri(tracking_uri):
+        return experiment or DEFAULT_EXPERIMENT
+    # A Databricks workspace names experiments by their path in the workspace tree and rejects a bare name.
+    if experiment is not None and not experiment.startswith("/"):
+        raise ConfigError(
+            f"mlflow.experiment: {experiment!r} is not a workspace path, which a Databricks tracking server requires: "
+            f"write e.g. /Users/<you>/{experiment} or /Shared/{experiment}, or leave it unset for "
+            f"/Users/<current user>/{DEFAULT_EXPERIMENT}"
+        )
+    return experiment

@@ -1,7 +1,10 @@
 """The Spark session every stage runs in.
 
-Three places a stage can run, one function:
-- Databricks (notebook or job): a session is already active; it is reused untouched.
+Five places a stage can run, one function; only the last builds and configures a session:
+- An active session (a notebook, Databricks, a test's session, classic or Spark Connect): used as it is.
+- Spark Connect (`SPARK_REMOTE=sc://...` or `spark.remote` in the config; Databricks serverless and standard access
+  mode are Connect too): a client session of that server, configured by the server, never from here.
+- Databricks without an active session (a wheel task): the runtime's own session, as it is.
 - `spark-submit`: the launcher has already fixed master, memory and packages; only the Delta SQL settings are added
   and the launcher's choices win.
 - Embedded (CLI, tests, notebooks run locally): a `local[*]` session sized for the machine, with Delta configured,
@@ -10,9 +13,10 @@ Three places a stage can run, one function:
 
 Executors on other hosts need this project's code. Its dependencies are on their image (the worker Python named by
 PYSPARK_PYTHON / spark.pyspark.python has requirements/runtime.txt installed); the project itself is shipped with
-the session: its three packages, zipped from the driver's copy, go on every executor's Python path (addPyFile), so
-executors always run the driver's version of the code and nothing has to be installed per release. Databricks
-installs the project's wheel on the cluster instead, and local sessions share the driver's interpreter.
+the session: its three packages, zipped from the driver's copy, go on every executor's Python path (addPyFile, or a
+session artifact under Spark Connect), so executors always run the driver's version of the code and nothing has to
+be installed per release. Databricks installs the project's wheel on the cluster instead, and local sessions share
+the driver's interpreter.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ import zipfile
 
 from pyspark.sql import SparkSession
 
-from pipelines.settings import SparkConfig
+from pipelines import spark_compat
+from pipelines.settings import SparkConfig, on_databricks_runtime
 
+# The variable PySpark itself reads for a Spark Connect server's address.
+REMOTE_ENV = "SPARK_REMOTE"
 # What executors import: the project's own packages (its dependencies come with the workers' Python).
 PROJECT_PACKAGES = ("pipelines", "trainer", "dataprep")
 
@@ -38,11 +45,18 @@ DELTA_SQL_CONF = {
 
 
 def get_spark(config: SparkConfig | None = None, app_name: str = "dataprep") -> SparkSession:
-    """Returns the active session if there is one, else builds the embedded local session."""
+    """The active session if there is one, else a Spark Connect or Databricks session as it comes, else the embedded
+    session built from `config` (see the module's docstring)."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     config = config or SparkConfig()
+    remote = os.environ.get(REMOTE_ENV) or config.remote
+    if remote:
+        # Nothing may be set on a Connect session's builder but the server (a master or conf is an error there).
+        return _with_project_code(SparkSession.builder.remote(remote).getOrCreate())
+    if on_databricks_runtime():
+        return SparkSession.builder.getOrCreate()
     builder = SparkSession.builder.appName(app_name)
     for key, value in DELTA_SQL_CONF.items():
         builder = builder.config(key, value)
@@ -76,11 +90,14 @@ def get_spark(config: SparkConfig | None = None, app_name: str = "dataprep") -> 
 
 
 def _with_project_code(spark: SparkSession) -> SparkSession:
-    """Ships the project's packages to the executors when they run on a cluster (see the module's docstring)."""
-    master = spark.conf.get("spark.master", "local")
-    if master.startswith("local") or "DATABRICKS_RUNTIME_VERSION" in os.environ:
+    """Ships the project's packages to the executors when they run on a cluster, or behind a Connect server, which
+    may be anywhere (see the module's docstring)."""
+    if on_databricks_runtime():
         return spark
-    spark.sparkContext.addPyFile(project_archive(tempfile.mkdtemp(prefix="dataprep-code-")))
+    if not spark_compat.is_connect(spark) and spark.conf.get("spark.master", "local").startswith("local"):
+        return spark
+    # Not a scratch directory removed on return: a classic driver serves the file to executors when they ask.
+    spark_compat.add_python_archive(spark, project_archive(tempfile.mkdtemp(prefix="dataprep-code-")))
     return spark
 
 

@@ -510,3 +510,8 @@ def _gcs() -> pafs.FileSystem:
 @functools.cache
 def _azure(account: str) -> pafs.FileSystem:
     return pafs.AzureFileSystem(account_name=account)
+
+
+# Reading needs no settings beyond the environment's (AWS_ENDPOINT_URL, credentials): what a notebook or the trainer
+# has. Stages and writers are always handed the session's Storage (Storage.from_spark).
+DEFAULT_STORAGE = Storage()

@@ -1,15 +1,19 @@
 """MLflow bookkeeping shared by every stage: one run per stage execution, with its parameters and counts.
 
-The embedded default is a sqlite store inside the lakehouse (MLflow 3.13+ refuses the old ./mlruns file store); on
-Databricks set `mlflow.tracking_uri: databricks`.
+The embedded default is a sqlite store inside the lakehouse (MLflow 3.13+ refuses the old ./mlruns file store); on a
+Databricks cluster the default is the workspace's tracking server (`databricks`), whose experiments are workspace
+paths: `/Users/<user>/dataprep` unless `mlflow.experiment` names another.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -17,21 +21,71 @@ import mlflow
 from mlflow.entities import Run
 
 from pipelines.faults import failpoint
-from pipelines.settings import MlflowConfig
+from pipelines.settings import DEFAULT_EXPERIMENT, ConfigError, MlflowConfig
 
 PARENT_RUN_ENV = "DATAPREP_PARENT_RUN_ID"
 
 
 def configure(settings: MlflowConfig) -> str:
-    """Points MLflow at the configured store and experiment; returns the experiment id."""
+    """Points MLflow at the configured store, registry and experiment; returns the experiment id."""
     if settings.tracking_uri.startswith("sqlite:"):
         os.makedirs(os.path.dirname(settings.tracking_uri.removeprefix("sqlite:///")), exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
+    if settings.registry_uri is not None:
+        mlflow.set_registry_uri(settings.registry_uri)
+    name = experiment_name(settings)
     with _store_lock(settings.tracking_uri):
-        experiment = mlflow.get_experiment_by_name(settings.experiment)
+        experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return mlflow.create_experiment(settings.experiment, artifact_location=settings.artifact_location)
+        return mlflow.create_experiment(name, artifact_location=settings.artifact_location)
+
+
+def experiment_name(settings: MlflowConfig) -> str:
+    """The configured experiment, or on a Databricks server the home path of the user the run authenticates as."""
+    if settings.experiment is not None:
+        return settings.experiment
+    return f"/Users/{databricks_user(settings.tracking_uri)}/{DEFAULT_EXPERIMENT}"
+
+
+@functools.lru_cache
+def databricks_user(tracking_uri: str) -> str:
+    """The user name (a service principal's application id) that the credentials of `databricks` or
+    `databricks://<profile>` belong to, asked of the workspace with databricks-sdk, which MLflow depends on and which
+    finds credentials as MLflow does: the cluster's own on Databricks, else DATABRICKS_HOST / DATABRICKS_TOKEN (or
+    another unified-auth method) or the named profile of ~/.databrickscfg."""
+    advice = f"set mlflow.experiment to a workspace path such as /Shared/{DEFAULT_EXPERIMENT}"
+    profile = tracking_uri.partition("://")[2] or None
+    if profile is not None and ":" in profile:
+        raise ConfigError(
+            f"mlflow.experiment: {tracking_uri!r} keeps its credentials in a secret scope, where the current user "
+            f"cannot be looked up for the default /Users/<user>/{DEFAULT_EXPERIMENT}: {advice}"
+        )
+    try:
+        from databricks.sdk import WorkspaceClient
+
+        return WorkspaceClient(profile=profile).current_user.me().user_name
+    except Exception as error:  # noqa: BLE001 (missing SDK, no credentials, workspace unreachable: one advice)
+        raise ConfigError(
+            f"mlflow.experiment: the default /Users/<current user>/{DEFAULT_EXPERIMENT} needs the workspace's current "
+            f"user, and asking {tracking_uri!r} for it failed ({type(error).__name__}: {error}); {advice}"
+        ) from error
+
+
+@contextlib.contextmanager
+def muted(logger_name: str, warning: str) -> Iterator[None]:
+    """Quiets one MLflow logger (below ERROR) and the warnings whose message matches `warning` while something is
+    logged: MLflow's advice on every dataset or model it logs (schemas, input examples), which is noise in every
+    run's output where we chose otherwise on purpose."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=warning, category=UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -540,3 +540,51 @@ def standalone_cluster(
             yield cluster
         finally:
             stop_sessions(started)
+
+
+# --- Spark Connect ----------------------------------------------------------------------------------------------
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def connect_server(log_dir: str | None = None, master: str = "local[2]", partitions: int = 2) -> Iterator[str]:
+    """A Spark Connect server (the class pyspark's own JARs ship) with Delta, on a free loopback port, as Databricks
+    serverless and standard access mode present one; yields its `sc://` address and stops its whole session on
+    exit. Its Python workers run this interpreter (`spark.pyspark.python` of a server is its own business, as there)."""
+    port = free_port()
+    conf = {
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.shuffle.partitions": str(partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.driver.memory": "2g",
+        "spark.driver.extraJavaOptions": f"-Duser.timezone=UTC {SHORT_LIVED_JVM_OPTIONS}",
+    }
+    command = [
+        os.path.join(SPARK_HOME, "bin", "spark-submit"),
+        "--class",
+        "org.apache.spark.sql.connect.service.SparkConnectServer",
+        "--master",
+        master,
+        "--jars",
+        ",".join(delta_jars()),
+        *[argument for key, value in conf.items() for argument in ("--conf", f"{key}={value}")],
+    ]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    env.pop("SPARK_REMOTE", None)
+    with _log_directory(log_dir) as logs:
+        log_path = os.path.join(logs, "connect-server.log")
+        process = _start_session(command, log_path, env)
+        try:
+            _wait_until(lambda: _port_open(port), "Spark Connect server", [process], [log_path])
+            yield f"sc://127.0.0.1:{port}"
+        finally:
+            stop_sessions([process])

@@ -30,13 +30,24 @@ def shared_mlflow_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def spark():
+    from pipelines import spark_compat
     from pipelines.settings import SparkConfig
     from pipelines.spark import get_spark
 
     session = get_spark(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=2))
-    session.sparkContext.setLogLevel("ERROR")
+    spark_compat.quiet(session)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_connect(tmp_path_factory) -> str:
+    """The `sc://` address of a Spark Connect server with Delta (started once, on first use, for the whole run):
+    what Databricks serverless and standard access mode present to PySpark."""
+    from cluster_harness import connect_server
+
+    with connect_server(str(tmp_path_factory.mktemp("spark-connect"))) as address:
+        yield address
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import mlflow
+import pytest
 import yaml
 
 from dataprep.cli import EXIT_BAD_INPUT, demo_config, main
@@ -202,4 +203,15 @@ def test_unity_catalog_tables_are_named_catalog_schema_layer_name():
 
     table = Lakehouse(None, LakehouseConfig(root="/unused", catalog="main", schema="llm")).table("bronze.documents")
     assert (table.full_name, table.path) == ("main.llm.bronze_documents", None)
-    assert table.sql_name == "main.llm.bronze_documents"
+    assert table.sql_name == "`main`.`llm`.`bronze_documents`"
+
+
+def test_var_fills_config_variables_before_the_environment(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("lakehouse:\n  root: ${ROOT}/lake\nsources:\n  - {name: a, format: jsonl, paths: [${ROOT}]}\n")
+    monkeypatch.setenv("ROOT", "/from/environment")
+    assert main(["validate", "--config", str(config), "--var", "ROOT=/from/var"]) == 0
+    assert json.loads(capsys.readouterr().out)["lakehouse"]["root"] == "/from/var/lake"
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", "--config", str(config), "--var", "ROOT"])
+    assert exit_.value.code == 2 and "'ROOT' is not NAME=VALUE" in capsys.readouterr().err

@@ -72,6 +72,21 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypa
         ({"sources": [SOURCE], "mds": {"output": "s3a:///mds"}}, "mds.output: 's3a:///mds' names no bucket"),
         ({"sources": [SOURCE], "mds": {"mix": "s3://b/mix.yaml"}}, "mds.mix: 's3://b/mix.yaml' is a URI"),
         ({"sources": [SOURCE], "mlflow": {"artifact_location": "s3a://b/a"}}, "write s3://b/a"),
+        (
+            {"sources": [SOURCE], "mlflow": {"tracking_uri": "databricks", "experiment": "dataprep"}},
+            "mlflow.experiment: 'dataprep' is not a workspace path, which a Databricks tracking server requires: "
+            "write e.g. /Users/<you>/dataprep or /Shared/dataprep",
+        ),
+        ({"sources": [SOURCE], "mlflow": {"tracking_uri": "databricks-uc"}}, "is Unity Catalog's model registry"),
+        (
+            {"sources": [SOURCE], "filter": {"quality": {"model_uri": "dataprep_quality"}}},
+            "filter.quality.model_uri: 'dataprep_quality' is not an MLflow model URI; write "
+            "models:/dataprep_quality/<version>",
+        ),
+        (
+            {"sources": [SOURCE], "filter": {"quality": {"model_uri": "models:/q/1", "registered_model": "q"}}},
+            "no model is trained to register",
+        ),
         ({"sources": [SOURCE], "train": {"checkpoint_dir": "gs:/b/ck"}}, "train.checkpoint_dir: 'gs:/b/ck' names no"),
         ({"sources": [SOURCE], "dedup": {"threshold": 1.5}}, "dedup.threshold: 1.5 must be between 0 and 1"),
         ({"sources": [SOURCE], "dedup": {"scheme": "affine64"}}, "dedup.scheme: 'affine64' is not one of"),
@@ -111,6 +126,34 @@ def test_object_store_uris_are_kept_and_defaults_follow_the_root(tmp_path):
     assert config.train.checkpoint_dir == "s3a://bucket/lh/checkpoints"
     # MLflow's artifacts stay beside its local store: MLflow cannot write s3a://.
     assert config.mlflow.artifact_location == f"{tmp_path}/mlflow-artifacts"
+
+
+def test_a_databricks_tracking_server_takes_workspace_paths_and_defaults_to_the_users_home():
+    for uri in ("databricks", "databricks://prod"):
+        config = parse_config({"sources": [SOURCE], "mlflow": {"tracking_uri": uri}})
+        assert (config.mlflow.tracking_uri, config.mlflow.experiment) == (uri, None)  # /Users/<user>/dataprep
+        assert config.mlflow.artifact_location is None  # the workspace keeps the artifacts
+    for path in ("/Users/ada@example.com/dataprep", "/Shared/dataprep", "/Workspace/Shared/llm/dataprep"):
+        config = parse_config({"sources": [SOURCE], "mlflow": {"tracking_uri": "databricks", "experiment": path}})
+        assert config.mlflow.experiment == path
+
+
+@pytest.mark.parametrize("variable, value", [("DATABRICKS_RUNTIME_VERSION", "17.3"), ("DATABRICKS_ENV_VERSION", "4")])
+def test_on_databricks_runs_go_to_the_workspace_never_to_an_sqlite_file(tmp_path, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)  # a classic cluster; serverless
+    for root in (str(tmp_path), "s3://bucket/lh", "/Volumes/main/dataprep/lakehouse"):
+        config = parse_config({"sources": [SOURCE], "lakehouse": {"root": root}})
+        assert (config.mlflow.tracking_uri, config.mlflow.experiment) == ("databricks", None)
+    with pytest.raises(ConfigError, match="is an sqlite file on this Databricks cluster, which is lost when"):
+        parse_config({"sources": [SOURCE], "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}})
+
+
+def test_quality_model_can_be_registered_or_taken_from_the_registry():
+    quality = parse_config({"sources": [SOURCE], "filter": {"quality": {"registered_model": "main.llm.quality"}}})
+    assert quality.filter.quality.registered_model == "main.llm.quality"
+    for uri in ("models:/main.llm.quality/3", "models:/main.llm.quality@champion", "runs:/0123abcd/quality_model"):
+        config = parse_config({"sources": [SOURCE], "filter": {"quality": {"model_uri": uri}}})
+        assert config.filter.quality.model_uri == uri
 
 
 def test_unity_catalog_names_are_accepted():

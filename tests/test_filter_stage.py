@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 import mlflow
 import pytest
@@ -10,8 +13,10 @@ from pyspark.sql import functions as F
 from dataprep.runner import run_stage
 from pipelines.filter.signals import FAMILIES, current_versions
 from pipelines.filter.stage import redecide
-from pipelines.lakehouse import Lakehouse
+from pipelines.lakehouse import Lakehouse, sql_string
+from pipelines.settings import ConfigError
 
+REGISTERED = "filter_test_quality"  # the registered model the module's first filter run registers (version 1)
 FRENCH = (
     "Le conseil municipal a présenté hier soir le nouveau plan de transport de la ville. "
     "Les habitants pourront donner leur avis pendant tout le mois prochain. "
@@ -52,8 +57,8 @@ def configure(make_config):
     """`configure(root, sources, **sections)`: a config whose quality model is trained on curated (positive) and spam
     (negative) documents."""
 
-    def build(root: str, sources: list[dict], **sections):
-        quality = {"positive_sources": ["curated"], "negative_sources": ["spam"], "epochs": 10}
+    def build(root: str, sources: list[dict], quality: dict | None = None, **sections):
+        quality = {"positive_sources": ["curated"], "negative_sources": ["spam"], "epochs": 10, **(quality or {})}
         return make_config(root, sources, filter={"quality": quality, **sections.pop("filter", {})}, **sections)
 
     return build
@@ -62,7 +67,7 @@ def configure(make_config):
 @pytest.fixture(scope="module")
 def filtered(spark, tmp_path_factory, write_corpus, configure):
     root = str(tmp_path_factory.mktemp("filter"))
-    config = configure(root, write_corpus(root))
+    config = configure(root, write_corpus(root), quality={"registered_model": REGISTERED})
     run_stage("ingest", spark, config)
     return root, config, run_stage("filter", spark, config)
 
@@ -70,6 +75,12 @@ def filtered(spark, tmp_path_factory, write_corpus, configure):
 def silver_rows(spark, config) -> dict:
     frame = Lakehouse(spark, config.lakehouse).table("silver.documents").read()
     return {(row.source, row.locator): row for row in frame.collect()}
+
+
+def quality_scores(spark, config) -> dict:
+    """doc_id -> (quality_score, quality_model) of every silver row."""
+    frame = Lakehouse(spark, config.lakehouse).table("silver.documents").read()
+    return {row.doc_id: (row.quality_score, row.quality_model) for row in frame.collect()}
 
 
 def test_every_bronze_document_has_one_silver_row_kept_or_dropped_with_reasons(spark, filtered):
@@ -122,9 +133,63 @@ def test_quality_model_is_trained_from_labelled_sources_logged_and_used(spark, f
     assert min(curated) > max(spammy)
     assert all(r.quality_model == summary.quality_model for r in rows)
     assert all(r.signals["quality_score"] == r.quality_score for r in rows)
+    # An MLflow model of the run that trained it, registered as the config asks.
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
-    artifacts = mlflow.artifacts.list_artifacts(run_id=summary.run_id, artifact_path="quality_model")
-    assert [os.path.basename(a.path) for a in artifacts] == [f"{summary.quality_model}.bin"]
+    assert summary.quality_model == summary.run_id
+    logged = mlflow.get_logged_model(summary.quality_model_uri.removeprefix("models:/"))
+    assert (logged.source_run_id, logged.name) == (summary.run_id, "quality_model")
+    assert mlflow.MlflowClient().get_model_version(REGISTERED, "1").run_id == summary.run_id
+    # Executors read its fastText file from the lakehouse, stored once under its SHA-256.
+    models = os.listdir(os.path.join(config.lakehouse.root, "models", "quality"))
+    assert sorted(re.sub("[0-9a-f]{64}", "<sha256>", name) for name in models) == ["<sha256>.bin", "current"]
+
+
+def test_the_stage_records_the_delta_table_it_read_with_its_version(spark, filtered):
+    _, config, summary = filtered
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    run = mlflow.get_run(summary.run_id)
+    version = int(run.data.tags["dataprep.read.bronze.documents"])
+    (read,) = [dataset_input.dataset for dataset_input in run.inputs.dataset_inputs]
+    assert (read.name, read.source_type) == (f"bronze.documents@v{version}", "delta_table")
+    bronze = Lakehouse(spark, config.lakehouse).table("bronze.documents")
+    assert json.loads(read.source) == {"path": bronze.path, "delta_table_version": version}
+
+
+def test_the_logged_model_scores_as_the_stage_did_without_this_package(spark, filtered, tmp_path):
+    _, config, _ = filtered
+    scored = [(row.text, row.quality_score) for row in silver_rows(spark, config).values()]
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps([text for text, _ in scored]))
+    # A Python where `pipelines` cannot be imported: the model carries its own scoring code.
+    program = (
+        "import json, sys; sys.modules['pipelines'] = None\n"
+        "import mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri({config.mlflow.tracking_uri!r})\n"
+        f"model = mlflow.pyfunc.load_model('models:/{REGISTERED}/1')\n"
+        f"texts = json.load(open({str(texts)!r}))\n"
+        "print(json.dumps(model.predict(pd.DataFrame({'text': texts}))['quality_score'].tolist()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [score for _, score in scored]
+
+
+def test_a_registered_model_is_loaded_by_its_uri_and_scores_another_lakehouse_identically(
+    spark, filtered, tmp_path, write_corpus, configure
+):
+    _, config, first = filtered
+    other = configure(str(tmp_path), write_corpus(str(tmp_path)), quality={"model_uri": f"models:/{REGISTERED}/1"})
+    run_stage("ingest", spark, other)
+    with pytest.raises(ConfigError, match="--retrain-quality: filter.quality.model_uri 'models:/filter_test_q"):
+        run_stage("filter", spark, other, retrain_quality=True)
+    summary = run_stage("filter", spark, other)
+    assert (summary.quality_model, summary.quality_model_uri) == (first.quality_model, f"models:/{REGISTERED}/1")
+    assert summary.quality_label_origin == "sources"  # recorded with the model
+    assert quality_scores(spark, other) == quality_scores(spark, config)
+    models = os.listdir(os.path.join(other.lakehouse.root, "models", "quality"))
+    assert len(models) == 1 and models[0].endswith(".bin")  # nothing trained: no `current`
+    missing = configure(str(tmp_path), write_corpus(str(tmp_path)), quality={"model_uri": f"models:/{REGISTERED}/9"})
+    with pytest.raises(RuntimeError, match=r"models:/filter_test_quality/9 \(filter.quality.model_uri\) cannot be"):
+        run_stage("filter", spark, missing)
 
 
 def test_rerun_computes_nothing_and_changes_nothing(spark, filtered):
@@ -194,12 +259,9 @@ def test_a_new_signal_reaches_the_documents_already_in_silver_and_its_rule_takes
     lakehouse = Lakehouse(spark, config.lakehouse)
     silver = lakehouse.table("silver.documents")
     # Silver as a version without the FineWeb signals left it: neither the values nor the family's version.
-    silver.delta().update(
-        F.col("kind") == "text",
-        {
-            "signals": F.map_filter("signals", lambda key, _: ~key.startswith("fineweb_")),
-            "signal_versions": F.map_filter("signal_versions", lambda key, _: key != "fineweb"),
-        },
+    spark.sql(
+        f"UPDATE {silver.sql_name} SET signals = map_filter(signals, (k, v) -> NOT startswith(k, 'fineweb_')), "
+        "signal_versions = map_filter(signal_versions, (k, v) -> k != 'fineweb') WHERE kind = 'text'"
     )
     *_, reasons = redecide(lakehouse, config.filter, dry_run=True)
     assert "fineweb_line_punct" not in reasons  # a missing signal drops nothing: the bug this guards against
@@ -226,10 +288,11 @@ def test_a_bumped_signal_version_recomputes_exactly_the_rows_computed_with_the_o
     silver = Lakehouse(spark, config.lakehouse).table("silver.documents")
     before = {row.doc_id: row for row in silver.read().collect()}
     outdated = sorted(doc_id for doc_id, row in before.items() if row.source == "spam")[:3]
-    stale_versions = F.map_concat(
-        F.map_filter("signal_versions", lambda key, _: key != "c4"), F.create_map(F.lit("c4"), F.lit(0))
+    spark.sql(
+        f"UPDATE {silver.sql_name} SET signal_versions = "
+        "map_concat(map_filter(signal_versions, (k, v) -> k != 'c4'), map('c4', 0)) "
+        f"WHERE doc_id IN ({', '.join(sql_string(doc_id) for doc_id in outdated)})"
     )
-    silver.delta().update(F.col("doc_id").isin(outdated), {"signal_versions": stale_versions})
 
     summary = run_stage("filter", spark, config)
     after = {row.doc_id: row for row in silver.read().collect()}

@@ -93,9 +93,10 @@ def write_config(root: str, name: str, sources: list[dict], master: str, partiti
     return path
 
 
-def start_cli(args: list[str], failpoint: str | None = None) -> subprocess.Popen:
+def start_cli(args: list[str], failpoint: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m dataprep <args>` in its own process (its own Spark driver), MLflow as its config says."""
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    environment.update(env or {})
     if failpoint:
         environment["DATAPREP_FAILPOINT"] = failpoint
     command = [sys.executable, "-m", "dataprep", *args]
@@ -201,7 +202,13 @@ def test_a_run_killed_in_every_stage_and_restarted_on_other_parallelism_ends_as_
     assert list(last.stages) == ["mds"] and ", from mds)" in run_report.summary(last).splitlines()[0]
 
 
-def test_two_ingests_into_the_same_tables_at_once_lose_and_double_nothing(spark, tmp_path, write_lines, prose):
+@pytest.mark.parametrize("mode", ["classic", "connect"])
+def test_two_ingests_into_the_same_tables_at_once_lose_and_double_nothing(
+    request, mode, spark, tmp_path, write_lines, prose
+):
+    # Under Spark Connect both runs are clients of one server; Delta's conflicts reach them as generic errors with
+    # Delta's error class, which must be retried as a classic session's are.
+    env = {"SPARK_REMOTE": request.getfixturevalue("spark_connect")} if mode == "connect" else {}
     root = str(tmp_path)
     sources = []
     for name in ("a", "b", "c"):
@@ -212,7 +219,7 @@ def test_two_ingests_into_the_same_tables_at_once_lose_and_double_nothing(spark,
     # both share source b: one of them finds the other's rows (or conflicts with its commit) and must not double them
     commands = [["ingest", "--config", config, "--source", "a", "--source", "b"],
                 ["ingest", "--config", config, "--source", "b", "--source", "c"]]  # fmt: skip
-    running = [start_cli(command) for command in commands]
+    running = [start_cli(command, env=env) for command in commands]
     for process in running:
         stdout, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, _failure(stdout + stderr)

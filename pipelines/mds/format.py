@@ -23,11 +23,8 @@ import numpy as np
 import zstandard
 
 from pipelines import storage
-from pipelines.storage import Storage
+from pipelines.storage import DEFAULT_STORAGE, Storage
 
-# Reading needs no settings beyond the environment's (AWS_ENDPOINT_URL, credentials): what a notebook or the
-# trainer has. Writers are always handed the stage's Storage.
-DEFAULT_STORAGE = Storage()
 INDEX = "index.json"
 COLUMN = "tokens"
 TOKEN_DTYPES = {"int32": (np.dtype("<i4"), 33), "uint32": (np.dtype("<u4"), 32)}  # dtype, MDS ndarray code

@@ -106,7 +106,7 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
             encoded = _append(gold, new, new_ids, to_encode, settings.chunk_chars, context.run_id)
     if to_delete:
         with steps("delete"):
-            gold.delta().alias("t").merge(stale.alias("s"), "t.doc_id = s.doc_id").whenMatchedDelete().execute()
+            gold.merge(stale, "t.doc_id = s.doc_id").when_matched_delete().execute()
     with steps("stats"):
         if to_encode or to_delete or not stats.exists():
             stats.overwrite(token_stats(gold.read()))
