@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.mds.mixes import Stage
+from pipelines.prefix_sums import with_running_totals
 from pipelines.settings import ConfigError
 
 
@@ -112,10 +113,9 @@ def _component_occurrences(
     partial_used = 0
     partial = matching.limit(0).select("doc_id", F.lit(full_epochs).alias("epoch"), F.col("length").alias("take"))
     if remainder:
-        order = Window.orderBy(_key(stage, index, F.lit(full_epochs)), "doc_id")
-        ranked = matching.withColumn(
-            "before", F.coalesce(F.sum("length").over(order.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0))
-        )
+        # The remainder's documents: a seeded order of this epoch, cut where the running token total reaches it.
+        keyed = matching.withColumn("order_key", _key(stage, index, F.lit(full_epochs)))
+        ranked = with_running_totals(keyed, ["order_key", "doc_id"], "length", before="before", position="rank")
         partial = (
             ranked.where(F.col("before") < remainder)
             .select(
@@ -141,10 +141,8 @@ def _key(stage: Stage, component: int, epoch, salt: int = 0):
 
 
 def stream_offsets(occurrences: DataFrame) -> DataFrame:
-    """Each occurrence's start in the stage's token stream: occurrences in shuffle-key order (ties by component,
-    doc_id, epoch), offsets by a running sum over that order."""
-    order = Window.orderBy("key", "component", "doc_id", "epoch")
-    before = F.sum("take").over(order.rowsBetween(Window.unboundedPreceding, -1))
-    return occurrences.withColumn("offset", F.coalesce(before, F.lit(0)).cast("long")).withColumn(
-        "position", F.row_number().over(order) - 1
+    """Each occurrence's start in the stage's token stream (`offset`) and its index in it (`position`): occurrences
+    in shuffle-key order (ties by component, doc_id, epoch), offsets by a distributed running sum over that order."""
+    return with_running_totals(
+        occurrences, ["key", "component", "doc_id", "epoch"], "take", before="offset", position="position"
     )
