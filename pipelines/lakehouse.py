@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pyspark.errors import AnalysisException, PySparkException
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -75,11 +75,8 @@ class Table:
             try:
                 self.spark.sql(statement)
                 return
-            except AnalysisException:
-                if attempt == _ATTEMPTS:
-                    raise
-            except PySparkException as error:
-                if attempt == _ATTEMPTS or not is_commit_conflict(error):
+            except Exception as error:
+                if attempt == _ATTEMPTS or not (isinstance(error, AnalysisException) or is_commit_conflict(error)):
                     raise
             # Delta caches each path's log, including "no table here": forget it, or the table the winner created
             # stays invisible to this session.
@@ -99,7 +96,7 @@ class Table:
         )
         try:
             self.spark.sql(f"ALTER TABLE {self.sql_name} ADD COLUMNS ({columns})")
-        except PySparkException as error:
+        except Exception as error:
             # Another run upgrading the same table at the same moment may have added them first.
             if not (isinstance(error, AnalysisException) or is_commit_conflict(error)):
                 raise
@@ -216,11 +213,9 @@ def sql_string(value: str) -> str:
 
 
 def is_commit_conflict(error: BaseException) -> bool:
-    """True for Delta's optimistic-concurrency rejections, recognised by their error class: a classic session raises
-    them as delta.exceptions classes, a Spark Connect client as generic errors carrying the same class."""
-    if not isinstance(error, PySparkException):
-        return False
-    condition = error.getCondition() or ""
+    """True for Delta's optimistic-concurrency rejections, recognised by their error class, however the session
+    raised them (spark_compat.error_condition)."""
+    condition = spark_compat.error_condition(error) or ""
     return condition.startswith(_CONFLICT_PREFIX) or condition.split(".")[0] in _OTHER_CONFLICTS
 
 
@@ -287,7 +282,7 @@ def retry_on_conflict(
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             result = action()
-        except PySparkException as error:
+        except Exception as error:
             if not is_commit_conflict(error):
                 raise
             if attempt == _ATTEMPTS:

@@ -8,7 +8,24 @@ each with what it does under Connect instead.
 
 from __future__ import annotations
 
+from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
+
+
+def error_condition(error: BaseException) -> str | None:
+    """Spark's error class of an error (e.g. DELTA_CONCURRENT_APPEND), whichever kind of session raised it. A Connect
+    client and a classic session raise PySpark errors carrying it; but a classic session passes a JVM exception that
+    PySpark has no Python class for (Delta's commit conflicts, unless delta's own converter is imported) up as py4j's
+    Py4JJavaError, whose JVM exception is asked here."""
+    if isinstance(error, PySparkException):
+        return error.getCondition()
+    java_exception = getattr(error, "java_exception", None)  # py4j.protocol.Py4JJavaError
+    if java_exception is None:
+        return None
+    try:
+        return java_exception.getErrorClass()
+    except Exception:  # noqa: BLE001 (not a SparkThrowable: it has no error class)
+        return None
 
 
 def is_connect(spark: SparkSession) -> bool:

@@ -51,6 +51,20 @@ def test_commit_conflicts_are_recognised_by_their_error_class_in_both_session_ki
     assert is_commit_conflict(error)
 
 
+def test_a_conflict_a_classic_session_passes_up_unconverted_is_recognised(spark):
+    # PySpark has no Python class for Delta's JVM conflict exceptions: a classic session raises them as py4j's
+    # Py4JJavaError around the JVM exception (seen when two ingests collide), which carries Delta's error class.
+    from py4j.protocol import Py4JJavaError
+
+    java_exception = spark._jvm.io.delta.exceptions.ConcurrentAppendException("files were added")
+    error = Py4JJavaError("An error occurred while calling o58.sql.\n", java_exception)
+    assert is_commit_conflict(error)
+    action, calls = outcomes(error, "merged")
+    assert retry_on_conflict(action, "merge") == "merged" and len(calls) == 2
+    other = Py4JJavaError("An error occurred.\n", spark._jvm.java.lang.IllegalStateException("a bug"))
+    assert not is_commit_conflict(other)
+
+
 @pytest.mark.parametrize(
     "error",
     [

@@ -25,8 +25,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from pipelines import storage
-from pipelines.mds.format import DEFAULT_STORAGE
-from pipelines.storage import Storage
+from pipelines.storage import DEFAULT_STORAGE, Storage
 
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 

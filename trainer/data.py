@@ -26,7 +26,7 @@ from pipelines import storage
 from pipelines.mds import format as mds
 from pipelines.mds.mixes import Mix
 from pipelines.settings import ConfigError
-from pipelines.storage import Storage
+from pipelines.storage import DEFAULT_STORAGE, Storage
 from trainer.config import IGNORE_INDEX
 
 
@@ -45,7 +45,7 @@ class CurriculumStage:
     pad_id: int
     token_dtype: str
     manifest_key: str  # what the stage's bytes depend on (pipelines/mds/stage.py: stage_key)
-    store: Storage = mds.DEFAULT_STORAGE  # how to reach `directory`
+    store: Storage = DEFAULT_STORAGE  # how to reach `directory`
 
     @property
     def tokens(self) -> int:
@@ -54,7 +54,7 @@ class CurriculumStage:
 
 
 def load_curriculum(
-    mix: Mix, mds_output: str, stage_tokens: dict[str, int] | None = None, store: Storage = mds.DEFAULT_STORAGE
+    mix: Mix, mds_output: str, stage_tokens: dict[str, int] | None = None, store: Storage = DEFAULT_STORAGE
 ) -> list[CurriculumStage]:
     """The mix's stages as written under `<mds_output>/<mix>/`; `stage_tokens` overrides a stage's training budget
     (more than it holds means more than one pass, in fresh orders)."""

@@ -28,11 +28,10 @@ import mlflow
 import torch
 
 from pipelines import storage
-from pipelines.mds.format import DEFAULT_STORAGE
 from pipelines.mds.mixes import load_mix
 from pipelines.mds.settings import MdsConfig
 from pipelines.settings import ConfigError, MlflowConfig
-from pipelines.storage import Storage
+from pipelines.storage import DEFAULT_STORAGE, Storage
 from pipelines.tracking import stage_run
 from trainer import checkpoint as checkpoints
 from trainer.config import IGNORE_INDEX, ModelConfig, model_config

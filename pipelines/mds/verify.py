@@ -16,7 +16,7 @@ import zstandard
 
 from pipelines import storage
 from pipelines.mds import format as mds
-from pipelines.storage import Storage
+from pipelines.storage import DEFAULT_STORAGE, Storage
 from pipelines.tokenize.tokenizer import VOCAB_SIZE
 
 
@@ -41,7 +41,7 @@ class Verification:
         return "\n".join(lines)
 
 
-def verify(directory: str, vocab_size: int = VOCAB_SIZE, store: Storage = mds.DEFAULT_STORAGE) -> Verification:
+def verify(directory: str, vocab_size: int = VOCAB_SIZE, store: Storage = DEFAULT_STORAGE) -> Verification:
     """`directory` is a storage URI: a local path or an object store prefix."""
     result = Verification(directory)
     try:
