@@ -1,8 +1,8 @@
 """Running totals over a total order, computed by every task at once.
 
-`Window.orderBy(...)` without `partitionBy` moves a whole table into one task (Spark warns "No Partition Defined
-for Window operation!"): a stage of billions of rows would not fit. A distributed prefix sum does the same work in
-three passes, the driver holding one row per partition:
+A running total written as one window ordered over the whole table (no partition key) makes Spark move the whole
+table into one task (it warns "No Partition Defined for Window operation!"): a stage of billions of rows would not
+fit. A distributed prefix sum does the same work in three passes, the driver holding one row per partition:
 1. range-partition the rows by the order and sort each partition (partition i holds only keys below those of i+1);
 2. total each partition (O(partitions) rows collected);
 3. in each partition, a window over that partition only, plus the totals of the partitions before it.
