@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from spark_plans import executed_plans
 
 from dataprep.config import PipelineConfig, parse_config
 
@@ -29,12 +30,24 @@ def shared_mlflow_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark_events(tmp_path_factory) -> str:
+    """Where the test session's Spark writes its event log (one uncompressed JSON file): the executed plans."""
+    return str(tmp_path_factory.mktemp("spark-events"))
+
+
+@pytest.fixture(scope="session")
+def spark(spark_events):
     from pipelines import spark_compat
     from pipelines.settings import SparkConfig
     from pipelines.spark import get_spark
 
-    session = get_spark(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=2))
+    events = {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": spark_events,
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.rolling.enabled": "false",
+    }
+    session = get_spark(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=2, conf=events))
     spark_compat.quiet(session)
     yield session
     session.stop()
@@ -54,6 +67,7 @@ def spark_connect(tmp_path_factory) -> str:
 class DemoRun:
     lakehouse: str
     output: str  # what the stages printed
+    plans: list[dict]  # every plan Spark executed for it (spark_plans.executed_plans)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +80,7 @@ def torch_python() -> str:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory, spark) -> DemoRun:
+def demo_run(tmp_path_factory, spark, spark_events) -> DemoRun:
     """`dataprep demo` once (training 12 steps) for every test that reads what it leaves: the CLI's and the
     notebooks'. Those tests must not change it."""
     from dataprep.cli import main
@@ -75,9 +89,9 @@ def demo_run(tmp_path_factory, spark) -> DemoRun:
     assert os.environ.get("DATAPREP_TORCH_PYTHON"), "run the suite with scripts/test.sh (it builds the torch env)"
     lakehouse = str(tmp_path_factory.mktemp("demo") / "lakehouse")
     output = io.StringIO()
-    with contextlib.redirect_stdout(output):
+    with executed_plans(spark_events) as plans, contextlib.redirect_stdout(output):
         assert main(["demo", "--lakehouse", lakehouse, "--train-steps", "12"]) == 0
-    return DemoRun(lakehouse, output.getvalue())
+    return DemoRun(lakehouse, output.getvalue(), plans)
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,16 @@ def _shape_type(length: int) -> tuple[type, int]:
 
 def record_size(length: int) -> int:
     """Bytes of the record `encode_sample` writes for `length` 4-byte tokens (shard boundaries need it up front)."""
-    return 4 + 1 + np.dtype(_shape_type(length)[0]).itemsize + 4 * length
+    return int(record_sizes(np.array([length]))[0])
+
+
+def record_sizes(lengths: np.ndarray) -> np.ndarray:
+    """`record_size` of each length (int64), for the whole chunk of a stream at once."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    shape_bytes = np.full(lengths.shape, np.dtype(_SHAPE_CODES[-1][0]).itemsize, dtype=np.int64)
+    for shape_type, _ in reversed(_SHAPE_CODES[:-1]):  # the smallest type that holds the length wins
+        shape_bytes[lengths <= np.iinfo(shape_type).max] = np.dtype(shape_type).itemsize
+    return 4 + 1 + shape_bytes + 4 * lengths
 
 
 def encode_sample(tokens: np.ndarray, token_dtype: str) -> bytes:
@@ -130,21 +139,23 @@ def shard_records(raw: bytes) -> list[bytes]:
     return [raw[int(a) : int(b)] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
-def group_into_shards(record_sizes: Iterable[int], settings: ShardSettings) -> Iterator[int]:
-    """How many consecutive samples each shard holds, by MDSWriter's rule: a shard is closed before a sample that
-    would take it past size_limit (so a first sample larger than the limit leaves an empty shard behind it)."""
-    if settings.size_limit is None:
-        count = sum(1 for _ in record_sizes)
-        if count:
+def shard_capacity(settings: ShardSettings) -> int | None:
+    """Bytes a shard has for its samples, each counted as its record + its 4-byte offset (None: no limit):
+    MDSWriter closes a shard before a sample that would take the shard past `size_limit`, its header included."""
+    return None if settings.size_limit is None else settings.size_limit - 8 - len(settings.config_bytes())
+
+
+def group_into_shards(sizes: Iterable[int], settings: ShardSettings) -> Iterator[int]:
+    """How many consecutive samples (of these record sizes) each shard holds, by MDSWriter's rule: a shard is
+    closed before a sample that would overfill it, even an empty one (so a first sample larger than the limit
+    leaves an empty shard behind it). The reference the distributed layout (pipelines/mds/layout.py) is tested on."""
+    capacity = shard_capacity(settings)
+    fill, count = 0, 0
+    for size in sizes:
+        if capacity is not None and fill + size + 4 > capacity:
             yield count
-        return
-    base = 8 + len(settings.config_bytes())
-    current, count = base, 0
-    for size in record_sizes:
-        if settings.size_limit < current + size + 4:
-            yield count
-            current, count = base, 0
-        current += size + 4
+            fill, count = 0, 0
+        fill += size + 4
         count += 1
     if count:
         yield count

@@ -2,8 +2,8 @@
 
 For each stage: sampling.py picks the occurrences (documents x epochs, the last one cut) with exact token accounting
 and orders them by a seeded shuffle key; the stream is packed into `seq_len` samples (or one sample per document);
-shard boundaries follow MDSWriter's size rule, computed on the driver from the sample sizes, so every shard's
-content and name (`shard.NNNNN.mds`) is fixed before any task runs. Spark tasks then assemble whole shards and
+shard boundaries follow MDSWriter's size rule, computed in Spark tasks (layout.py), so every shard's content and
+name (`shard.NNNNN.mds`) is fixed before any shard is written. Spark tasks then assemble whole shards and
 store them in the stage's directory (pipelines/storage.py: a local disk or an object store; nothing is renamed),
 each followed by a sidecar in a progress directory named after a key of the stage's inputs (mix settings + Delta
 versions read). The driver checks that every shard is stored, writes manifest.json, then index.json last: the stage
@@ -20,8 +20,6 @@ import json
 from dataclasses import dataclass, field
 
 import mlflow
-import numpy as np
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
@@ -29,6 +27,7 @@ from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, Stru
 from pipelines import reports, storage
 from pipelines.faults import failpoint
 from pipelines.mds import format as mds
+from pipelines.mds.layout import Layout, occurrence_spans, plan_layout
 from pipelines.mds.mixes import Mix, Stage, load_mix
 from pipelines.mds.sampling import ComponentOutcome, candidates, occurrences, stream_offsets
 from pipelines.mds.settings import MdsConfig
@@ -172,7 +171,7 @@ def _write_stage(
     store.delete(storage.join(final, MANIFEST))
     picked, outcomes = occurrences(stage, frame)
     ordered = stream_offsets(picked).localCheckpoint()
-    layout = _layout(mix, stage, ordered)
+    layout = plan_layout(mix, stage, ordered)
     done = _finished_shards(store, progress)
     todo = [shard for shard, count in enumerate(layout.shard_counts) if shard not in done]
     entries = dict(done)
@@ -180,7 +179,7 @@ def _write_stage(
         entries[shard] = mds.write_shard(final, shard, [], mix.shards, store)
     todo = [s for s in todo if layout.shard_counts[s] > 0]
     if todo:
-        pieces = _pieces(spark, mix, stage, ordered, layout, tokens).where(F.col("shard").isin(todo))
+        pieces = _pieces(mix, stage, ordered, layout, tokens).where(F.col("shard").isin(todo))
         task = functools.partial(
             write_partition,
             directory=final,
@@ -192,6 +191,8 @@ def _write_stage(
             pad_length=stage.seq_len,
             pad_id=PAD_ID,
         )
+        functools.update_wrapper(task, write_partition)  # named in Spark's plans and UI, not "partial"
+        # One task assembles each shard (at most the size limit): as many partitions as shards, up to the default.
         partitions = max(1, min(len(todo), int(spark.conf.get("spark.sql.shuffle.partitions"))))
         written = (
             pieces.repartition(partitions, "shard")
@@ -244,80 +245,14 @@ def _drop_progress(store: Storage, root: str, stage: Stage) -> None:
         store.delete_tree(storage.join(root, name))
 
 
-@dataclass
-class Layout:
-    samples: int
-    shard_counts: list[int]
-    sample_shard: np.ndarray  # shard of each sample
-    stream_end: int  # tokens of the stream that go into samples
-    tokens_written: int
-    remainder_dropped: int
-    padding: int
-    pad_sample: int | None
-
-
-def _layout(mix: Mix, stage: Stage, ordered: DataFrame) -> Layout:
-    """Samples and shards, fixed on the driver from the sample sizes alone."""
-    if mix.packing == "document":
-        takes = np.array([row["take"] for row in ordered.orderBy("position").select("take").collect()], dtype=np.int64)
-        sizes, total = takes, int(takes.sum())
-        return _with_shards(mix, sizes, total, total, 0, 0, None)
-    total = int(ordered.agg(F.sum("take")).first()[0] or 0)
-    full, rest = divmod(total, stage.seq_len)
-    if mix.remainder == "drop" or not rest:
-        return _with_shards(
-            mix, np.full(full, stage.seq_len), full * stage.seq_len, full * stage.seq_len, rest, 0, None
-        )
-    if mix.remainder == "pad":
-        sizes = np.full(full + 1, stage.seq_len)
-        return _with_shards(mix, sizes, total, int(sizes.sum()), 0, stage.seq_len - rest, full)
-    sizes = np.append(np.full(full, stage.seq_len), rest)
-    return _with_shards(mix, sizes, total, total, 0, 0, None)
-
-
-def _with_shards(
-    mix: Mix, lengths: np.ndarray, stream_end: int, written: int, dropped: int, padding: int, pad_sample: int | None
-) -> Layout:
-    record_sizes = [mds.record_size(int(n)) for n in lengths]
-    counts = list(mds.group_into_shards(record_sizes, mix.shards))
-    sample_shard = np.repeat(np.arange(len(counts)), counts)
-    return Layout(len(lengths), counts, sample_shard, stream_end, written, dropped, padding, pad_sample)
-
-
-def _pieces(
-    spark: SparkSession, mix: Mix, stage: Stage, ordered: DataFrame, layout: Layout, tokens: DataFrame
-) -> DataFrame:
+def _pieces(mix: Mix, stage: Stage, ordered: DataFrame, layout: Layout, tokens: DataFrame) -> DataFrame:
     """(shard, sample, start, tokens): each occurrence cut at sample boundaries, with its slice of tokens + EOS."""
-    shards = spark.createDataFrame(
-        pd.DataFrame(
-            {"sample": np.arange(layout.samples, dtype=np.int64), "shard": layout.sample_shard.astype(np.int64)}
-        )
-    )
-    if mix.packing == "document":
-        spans = ordered.select(
-            "doc_id", "take", F.col("position").alias("sample"), F.lit(0).cast("long").alias("start"),
-            F.lit(0).cast("long").alias("begin"), F.col("take").alias("end"),
-        )  # fmt: skip
-    else:
-        size, end = F.lit(stage.seq_len), F.lit(layout.stream_end)
-        stop = F.least(F.col("offset") + F.col("take"), end)
-        first, last = F.floor(F.col("offset") / size), F.floor((stop - 1) / size)
-        exploded = ordered.where(F.col("offset") < end).select(
-            "doc_id", "offset", "take", F.explode(F.sequence(first.cast("long"), last.cast("long"))).alias("sample")
-        )
-        start = F.greatest(F.col("offset"), F.col("sample") * size)
-        finish = F.least(F.col("offset") + F.col("take"), (F.col("sample") + 1) * size, end)
-        spans = exploded.select(
-            "doc_id", "take", "sample", start.alias("start"),
-            (start - F.col("offset")).alias("begin"), (finish - F.col("offset")).alias("end"),
-        )  # fmt: skip
+    spans = occurrence_spans(mix, stage, ordered, layout)
     # An occurrence is its first take - 1 tokens and an EOS: a document cut to fit the budget still ends with EOS.
     sequence = F.concat(F.slice("tokens", 1, F.col("take").cast("int") - 1), F.array(F.lit(EOS_ID)))
     piece = F.slice(sequence, F.col("begin").cast("int") + 1, (F.col("end") - F.col("begin")).cast("int"))
-    return (
-        spans.join(tokens.select("doc_id", "tokens"), "doc_id")
-        .join(shards, "sample")
-        .select("shard", "sample", "start", piece.cast(ArrayType(IntegerType())).alias("tokens"))
+    return spans.join(tokens.select("doc_id", "tokens"), "doc_id").select(
+        "shard", "sample", "start", piece.cast(ArrayType(IntegerType())).alias("tokens")
     )
 
 
