@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.dedup.components import connected_components
 from pipelines.dedup.settings import DedupConfig
-from pipelines.dedup.steps import band_rows, candidate_pairs, keep_order, verified
+from pipelines.dedup.steps import band_rows, candidate_pairs, keep_key, verified
 from pipelines.lakehouse import Table
 
 
@@ -101,9 +101,11 @@ def deduplicate_batch(
             F.col("old_cluster").isNotNull().alias("joins_old"),
         )
     )
-    added = labelled.groupBy("cluster_id").agg(F.count("*").alias("added"))
+    # Per cluster, its new members and the first of them in keep order (which is kept if the cluster is new).
+    added = labelled.groupBy("cluster_id").agg(
+        F.count("*").alias("added"), F.min(keep_key(settings, labelled.schema))["doc_id"].alias("first")
+    )
     old_sizes = old.select("cluster_id", "cluster_size").distinct()
-    rank = F.row_number().over(Window.partitionBy("cluster_id").orderBy(*keep_order(settings)))
     new_rows = (
         labelled.join(added, "cluster_id")
         .join(old_sizes, "cluster_id", "left")
@@ -111,7 +113,7 @@ def deduplicate_batch(
             "doc_id",
             "cluster_id",
             (F.col("added") + F.coalesce("cluster_size", F.lit(0))).alias("cluster_size"),
-            (~F.col("joins_old") & (rank == 1)).alias("keep"),
+            (~F.col("joins_old") & (F.col("doc_id") == F.col("first"))).alias("keep"),
         )
     )
     grown = old.join(added, "cluster_id").select(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlflow
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipelines import reports
@@ -23,7 +23,7 @@ from pipelines.dedup.components import connected_components
 from pipelines.dedup.incremental import deduplicate_batch, full_run_reason, new_documents
 from pipelines.dedup.lsh import optimal_bands
 from pipelines.dedup.settings import DedupConfig
-from pipelines.dedup.steps import candidate_pairs, index_params, keep_order, signatures, verified
+from pipelines.dedup.steps import candidate_pairs, index_params, keep_key, signatures, verified
 from pipelines.lakehouse import Table
 from pipelines.stage import StageContext, StageSummary
 from pipelines.tables import SILVER_DEDUP, SILVER_DEDUP_SIGNATURES, SILVER_DOCUMENTS
@@ -146,9 +146,14 @@ def assign_clusters(documents: DataFrame, pairs: DataFrame, settings: DedupConfi
     clustered = documents.join(components, documents.doc_id == components.node, "left").select(
         "doc_id", "n_chars", "quality_score", F.coalesce("component", "doc_id").alias("cluster_id")
     )
-    size = F.count("*").over(Window.partitionBy("cluster_id"))
-    rank = F.row_number().over(Window.partitionBy("cluster_id").orderBy(*keep_order(settings)))
-    return clustered.withColumn("cluster_size", size).withColumn("keep", rank == 1)
+    # Aggregated, not windowed: a million-copy cluster is combined map-side instead of sorted in one task.
+    chosen = clustered.groupBy("cluster_id").agg(
+        F.count("*").alias("cluster_size"), F.min(keep_key(settings, clustered.schema))["doc_id"].alias("kept")
+    )
+    keep = (F.col("doc_id") == F.col("kept")).alias("keep")
+    return clustered.join(chosen, "cluster_id").select(
+        "doc_id", "n_chars", "quality_score", "cluster_id", "cluster_size", keep
+    )
 
 
 def _summarize(

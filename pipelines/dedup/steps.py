@@ -1,11 +1,17 @@
-"""Spark steps shared by the full and the incremental dedup: signatures, LSH candidates, verification, keep order."""
+"""Spark steps shared by the full and the incremental dedup: signatures, LSH candidates, verification, keep order.
+
+Per-bucket and per-cluster choices are aggregations (groupBy, min), never windows: a window needs a whole group in
+one task, sorted, and one boilerplate bucket or a cluster of a million copies would then be one task. An aggregation
+is combined map-side first, so a huge group reaches its final task as one partial result per input partition.
+"""
 
 from __future__ import annotations
 
 import functools
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import DataType, DoubleType, FloatType, IntegralType, StringType, StructType
 
 from pipelines.dedup.minhash import MinHasher, Shingling
 from pipelines.dedup.settings import DedupConfig
@@ -44,10 +50,17 @@ def band_rows(signed: DataFrame) -> DataFrame:
 
 def candidate_pairs(signed: DataFrame) -> DataFrame:
     """(src, dst) pairs sharing a band key: each bucket is a star around its smallest doc_id (never all pairs)."""
-    center = F.min("doc_id").over(Window.partitionBy("band", "key"))
+    members = band_rows(signed)
+    # A bucket of one document has no pair: dropping those here leaves only the shared keys to join back.
+    centres = (
+        members.groupBy("band", "key")
+        .agg(F.min("doc_id").alias("center"), F.count("*").alias("size"))
+        .where(F.col("size") > 1)
+        .drop("size")
+    )
+    # Band keys are 64-bit hashes, never null, so an equi-join finds every bucket the grouping made.
     return (
-        band_rows(signed)
-        .withColumn("center", center)
+        members.join(centres, ["band", "key"])
         .where(F.col("doc_id") != F.col("center"))
         .select(F.col("center").alias("src"), F.col("doc_id").alias("dst"))
         .distinct()
@@ -70,11 +83,33 @@ def verified(pairs: DataFrame, sources: DataFrame, destinations: DataFrame, sett
     return pairs.join(left, "src").join(right, "dst").where(similarity >= settings.threshold).select("src", "dst")
 
 
-def keep_order(settings: DedupConfig) -> list[Column]:
-    """The configured keep order, then the smallest doc_id: a total order, so the choice never depends on layout."""
-    return [_order_column(item) for item in settings.keep_order] + [F.col("doc_id").asc()]
+def keep_key(settings: DedupConfig, schema: StructType) -> Column:
+    """A struct whose ascending order is the keep order (the configured items, nulls last, then the smallest doc_id:
+    a total order, so the choice never depends on layout). `min` of it over a cluster is the kept document's key,
+    and its `doc_id` field the kept document. `schema`: the frame's, whose column types say how to reverse a `desc`.
+    """
+    fields = []
+    for position, item in enumerate(settings.keep_order):
+        name, _, direction = item.partition(" ")
+        fields.append(F.col(name).isNull().alias(f"null_{position}"))  # false sorts first: nulls last either way
+        if direction == "desc":
+            fields += _descending(name, schema[name].dataType, position)
+        else:
+            fields.append(F.col(name).alias(f"value_{position}"))
+    return F.struct(*fields, F.col("doc_id"))
 
 
-def _order_column(item: str) -> Column:
-    column, _, direction = item.partition(" ")
-    return F.col(column).desc_nulls_last() if direction == "desc" else F.col(column).asc_nulls_last()
+def _descending(name: str, data_type: DataType, position: int) -> list[Column]:
+    """Fields whose ascending order is the column's descending order, exactly as Spark sorts it."""
+    column = F.col(name)
+    if isinstance(data_type, IntegralType):
+        return [F.bitwise_not(column).alias(f"value_{position}")]  # ~x = -x - 1: reversed, and never overflows
+    if isinstance(data_type, (FloatType, DoubleType)):
+        # Spark sorts NaN above every number, so a descending order starts with it; -NaN is NaN, hence the flag.
+        return [(~F.isnan(column)).alias(f"number_{position}"), (-column).alias(f"value_{position}")]
+    if isinstance(data_type, StringType):
+        # Strings sort by their UTF-8 bytes. Complementing every byte (as hex digits) reverses that order; the
+        # closing "Z", above every hex digit, puts a string after the longer strings it is a prefix of.
+        complement = F.translate(F.hex(column), "0123456789ABCDEF", "FEDCBA9876543210")
+        return [F.concat(complement, F.lit("Z")).alias(f"value_{position}")]
+    raise ValueError(f"dedup.keep_order: cannot order the {data_type.simpleString()} column {name!r} descending")

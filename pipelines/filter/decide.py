@@ -8,7 +8,7 @@ shows exactly which documents it alone was holding back.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.filter.rules import Rule
@@ -35,8 +35,13 @@ def rule_violation(rule: Rule) -> Column:
 
 def with_exact_duplicates(frame: DataFrame) -> DataFrame:
     """`duplicate_of`: the doc_id kept for this normalised content, when it is another document."""
-    first = F.min("doc_id").over(Window.partitionBy("content_hash"))
-    return frame.withColumn("duplicate_of", F.when(first != F.col("doc_id"), first))
+    # Aggregated, not windowed: a boilerplate text with a million copies is combined map-side, not sorted in one
+    # task. Keyed by struct(content_hash), which is never null and equals itself when the hash is null, so that null
+    # hashes (not expected: the column is NOT NULL) still form one group, as in a window, with a plain equi-join.
+    keyed = frame.withColumn("_content", F.struct("content_hash"))
+    kept = keyed.groupBy("_content").agg(F.min("doc_id").alias("_kept"))
+    duplicate_of = F.when(F.col("_kept") != F.col("doc_id"), F.col("_kept"))
+    return keyed.join(kept, "_content", "left").withColumn("duplicate_of", duplicate_of).drop("_content", "_kept")
 
 
 def with_decisions(frame: DataFrame, config: FilterConfig) -> DataFrame:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import mlflow
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
@@ -23,7 +23,7 @@ from pipelines import spark_compat
 from pipelines.ingest.planning import SourcePlan, WorkUnit, plan_source
 from pipelines.ingest.settings import IngestConfig, SourceConfig, source_named
 from pipelines.ingest.tasks import ARROW_RECORD_SCHEMA, read_partition
-from pipelines.lakehouse import Table, retry_on_conflict
+from pipelines.lakehouse import Table, retry_on_conflict, sql_string
 from pipelines.stage import StageContext, StageSummary
 from pipelines.storage import Storage
 from pipelines.tables import BRONZE_DOCUMENTS, BRONZE_QUARANTINE, spark_schema
@@ -129,16 +129,21 @@ def run_ingest(
         id_sources = [source.name for source in selected if source.id_field]
         kept, rejected = separate_duplicate_locators(records, id_sources)
 
+        # Only the rows of the sources being ingested are read and rewritten: with the table clustered by source,
+        # Delta skips every other source's files (by their min/max statistics) in the scan and in the MERGE.
+        ingesting = F.col("source").isin([source.name for source in selected])
+        target_scope = f"t.source IN ({', '.join(sql_string(source.name) for source in selected)})"
+
         def classify_and_merge() -> tuple[dict[str, SourceCounts], int]:
             # Classified against the table as it is now: after a conflict, against the other run's rows too.
-            classified = classify_against(kept, documents.read())
+            classified = classify_against(kept, documents.read().where(ingesting))
             with steps("classify"):
                 counts = _count(plans, records, classified, rejected)
             written = 0
             if sum(c.ingested for c in counts.values()):
                 updated = sum(c.updated for c in counts.values())
                 with steps("merge_documents"):
-                    written = _merge_documents(documents, classified, run_id, ingested_at, updated)
+                    written = _merge_documents(documents, classified, run_id, ingested_at, updated, target_scope)
             return counts, written
 
         # A concurrent run may commit some of these documents between our classification and our MERGE (which
@@ -152,7 +157,7 @@ def run_ingest(
         )
         with steps("merge_quarantine"):
             retry_on_conflict(
-                lambda: _insert_new_quarantine(quarantine, rejected, run_id, ingested_at),
+                lambda: _insert_new_quarantine(quarantine, rejected, run_id, ingested_at, ingesting, target_scope),
                 f"ingest into {quarantine.label}",
             )
     finally:
@@ -187,16 +192,28 @@ def separate_duplicate_locators(records: DataFrame, id_sources: list[str]) -> tu
     if not id_sources:
         return documents, rejected
     checked = documents.where(F.col("source").isin(id_sources))
-    order = Window.partitionBy("source", "locator").orderBy("origin", "offset")
-    ranked = checked.withColumn("_rank", F.row_number().over(order)).withColumn(
-        "_first", F.first(F.concat_ws("@", "origin", F.col("offset").cast("string"))).over(order)
+    # The first occurrence of each repeated locator by aggregation, not a window: an id repeated a million times is
+    # combined map-side instead of sorted in one task. Only repeated locators are joined back: usually few, so
+    # adaptive execution can broadcast them rather than shuffle the texts. (origin, offset) is unique within a source
+    # (each file is read once, each record starts at its own offset), so exactly one document per locator is first.
+    firsts = (
+        checked.groupBy("source", "locator")
+        .agg(F.min(F.struct("origin", "offset")).alias("_first"), F.count("*").alias("_copies"))
+        .where(F.col("_copies") > 1)
+        .drop("_copies")
     )
-    kept = ranked.where(F.col("_rank") == 1).drop("_rank", "_first")
-    duplicates = ranked.where(F.col("_rank") > 1).select(
+    ranked = checked.join(firsts, ["source", "locator"], "left").withColumn(
+        "_is_first", F.col("_first").isNull() | (F.struct("origin", "offset") == F.col("_first"))
+    )
+    kept = ranked.where(F.col("_is_first")).select(*checked.columns)
+    duplicates = ranked.where(~F.col("_is_first")).select(
         "source",
         "locator",
         F.lit("duplicate_locator").alias("reason"),
-        F.concat(F.lit("same locator as the document kept at "), F.col("_first")).alias("detail"),
+        F.concat(
+            F.lit("same locator as the document kept at "),
+            F.concat_ws("@", "_first.origin", F.col("_first.offset").cast("string")),
+        ).alias("detail"),
         F.substring("text", 1, 256).alias("raw_excerpt"),
     )
     unchecked = documents.where(~F.col("source").isin(id_sources))
@@ -237,7 +254,7 @@ def _count(
 
 
 def _merge_documents(
-    target: Table, classified: DataFrame, run_id: str, ingested_at: datetime, expected_updates: int
+    target: Table, classified: DataFrame, run_id: str, ingested_at: datetime, expected_updates: int, scope: str
 ) -> int:
     """Inserts new documents and updates changed ones in one commit; returns the rows it wrote.
 
@@ -249,7 +266,7 @@ def _merge_documents(
     )
     changes = BRONZE_DOCUMENTS.conform(stamped)
     columns = {name: f"s.{name}" for name in BRONZE_DOCUMENTS.column_names}
-    merge = target.merge(changes, "t.source = s.source AND t.locator = s.locator")
+    merge = target.merge(changes, f"{scope} AND t.source = s.source AND t.locator = s.locator")
     if expected_updates:
         merge = merge.when_matched_update(condition="t.doc_id <> s.doc_id", set=columns)
     # The MERGE's own metrics: the table's latest history entry may be a concurrent writer's commit.
@@ -257,10 +274,13 @@ def _merge_documents(
     return metrics["num_inserted_rows"] + metrics["num_updated_rows"]
 
 
-def _insert_new_quarantine(table: Table, rejected: DataFrame, run_id: str, ingested_at: datetime) -> None:
-    """Adds rejections not already recorded; the same bad input on a rerun adds nothing."""
+def _insert_new_quarantine(
+    table: Table, rejected: DataFrame, run_id: str, ingested_at: datetime, ingesting: Column, scope: str
+) -> None:
+    """Adds rejections not already recorded; the same bad input on a rerun adds nothing. Only the ingested
+    sources' rows are read (`ingesting`, `scope`: the same sources as a filter and as MERGE SQL over `t`)."""
     keys = ["source", "locator", "reason"]
-    fresh = rejected.join(table.read().select(*keys).distinct(), keys, "left_anti")
+    fresh = rejected.join(table.read().where(ingesting).select(*keys).distinct(), keys, "left_anti")
     if fresh.isEmpty():
         return
     rows = fresh.select(
@@ -272,5 +292,5 @@ def _insert_new_quarantine(table: Table, rejected: DataFrame, run_id: str, inges
         F.lit(run_id).alias("run_id"),
         F.lit(ingested_at).cast("timestamp").alias("quarantined_at"),
     )
-    condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    condition = " AND ".join([scope] + [f"t.{k} = s.{k}" for k in keys])
     table.merge(rows, condition).when_not_matched_insert().execute()
