@@ -19,6 +19,7 @@ import time
 
 import deltalake
 import numpy as np
+import pyarrow as pa
 import tiktoken
 from filters import corpus
 
@@ -73,7 +74,7 @@ def stage_seconds(spark, work: str, texts: list[str]) -> tuple[float, str]:
 
 
 def check_equal(gold_path: str, reference: list[list[int]]) -> int:
-    table = deltalake.DeltaTable(gold_path).to_pyarrow_table(columns=["doc_id", "tokens"]).sort_by("doc_id")
+    table = pa.table(deltalake.DeltaTable(gold_path).scan(columns=["doc_id", "tokens"])).sort_by("doc_id")
     ours = table.column("tokens").combine_chunks().flatten().to_numpy()
     expected = np.fromiter((t for tokens in reference for t in tokens), dtype=np.int32)
     lengths = table.column("tokens").combine_chunks().value_lengths().to_numpy()

@@ -11,6 +11,7 @@
     dataprep report [--config FILE] [--run ID] [--compare [ID]]   latest pipeline run, or what changed since another
     dataprep verify URI                   check an MDS directory: hashes, counts, token ids, manifest
     dataprep redecide --config FILE [--dry-run]
+    dataprep maintain --config FILE         every table: declared layout, OPTIMIZE, VACUUM (pipelines/maintain.py)
     dataprep validate --config FILE         check a config and print what it resolves to
 
 Every command taking --config also takes --var NAME=VALUE (repeatable): the value of ${NAME} in the config, before
@@ -126,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_variables(redecide)
     redecide.add_argument("--dry-run", action="store_true", help="report the flips without writing them")
     redecide.set_defaults(handler=_redecide)
+
+    maintain = commands.add_parser(
+        "maintain", help="every table: declared layout, OPTIMIZE (compact, cluster), VACUUM (lakehouse.maintain)"
+    )
+    maintain.add_argument("--config", required=True)
+    _add_variables(maintain)
+    maintain.set_defaults(handler=_maintain)
 
     validate = commands.add_parser("validate", help="validate a config file and print it resolved")
     validate.add_argument("--config", required=True)
@@ -284,6 +292,14 @@ def _redecide(args: argparse.Namespace) -> int:
     for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
         print(f"  dropped by {reason}: {count}")
     return 0
+
+
+def _maintain(args: argparse.Namespace) -> int:
+    from pipelines.maintain import run_maintain
+
+    config = _config(args)
+    summary = run_maintain(_spark(config), config.lakehouse, config.mlflow)
+    return 0 if _report(config, summary) else EXIT_NOT_RECONCILED
 
 
 def _spark(config: PipelineConfig) -> SparkSession:

@@ -55,16 +55,54 @@ class Table:
         return True
 
     def create_if_missing(self) -> None:
-        """Creates the table as declared, unless it exists; an existing table gains the declared nullable columns it
-        lacks (a column added to a declaration reaches tables made before it, as nulls)."""
-        if self.spec is None:
-            raise TypeError(f"{self.label} is a staging table: it has no declaration to create it from")
+        """Creates the table as declared (columns, clustering keys, DECLARED_PROPERTIES), unless it exists; an existing
+        table gains the declared nullable columns it lacks (a column added to a declaration reaches tables made before
+        it, as nulls). An existing table's layout is `apply_layout`'s business (`dataprep maintain`)."""
+        spec = self._declared()
+        clustering = f" CLUSTER BY {_clustering(spec.clustering)}" if spec.clustering else ""
         location = f" LOCATION {sql_string(self.path)}" if self.full_name and self.path else ""
         self._create(
-            f"CREATE TABLE IF NOT EXISTS {self.sql_name} ({self.spec.spark_schema().toDDL()}) USING DELTA"
-            f" COMMENT {sql_string(self.spec.description)}{location}"
+            f"CREATE TABLE IF NOT EXISTS {self.sql_name} ({spec.spark_schema().toDDL()}) USING DELTA{clustering}"
+            f" COMMENT {sql_string(spec.description)} TBLPROPERTIES ({_properties(DECLARED_PROPERTIES)}){location}"
         )
         self._add_missing_columns()
+
+    def detail(self) -> TableDetail:
+        """What DESCRIBE DETAIL says of the table's current version."""
+        row = self.spark.sql(f"DESCRIBE DETAIL {self.sql_name}").first()
+        return TableDetail(
+            files=int(row["numFiles"] or 0),
+            bytes=int(row["sizeInBytes"] or 0),
+            clustering=tuple(row["clusteringColumns"] or ()),
+            properties=dict(row["properties"] or {}),
+        )
+
+    def apply_layout(self) -> list[str]:
+        """Gives an existing table its declared clustering keys and DECLARED_PROPERTIES where it lacks them (a table
+        made before they were declared, or one an overwrite stripped of its keys); returns what changed: "clustering",
+        "properties", or nothing. Metadata only: OPTIMIZE then clusters the files."""
+        return retry_on_conflict(self._apply_layout, f"layout of {self.label}")
+
+    def _apply_layout(self) -> list[str]:
+        changed = self.layout_differences(self.detail())
+        if "clustering" in changed:
+            self.spark.sql(f"ALTER TABLE {self.sql_name} CLUSTER BY {_clustering(self._declared().clustering)}")
+        if "properties" in changed:
+            self.spark.sql(f"ALTER TABLE {self.sql_name} SET TBLPROPERTIES ({_properties(DECLARED_PROPERTIES)})")
+        return changed
+
+    def layout_differences(self, detail: TableDetail) -> list[str]:
+        """Where a table, as DESCRIBE DETAIL says it is, differs from its declared layout: "clustering" (other keys,
+        or none), "properties" (one of DECLARED_PROPERTIES unset or otherwise set)."""
+        differences = ["clustering"] if detail.clustering != self._declared().clustering else []
+        if any(detail.properties.get(key) != value for key, value in DECLARED_PROPERTIES.items()):
+            differences.append("properties")
+        return differences
+
+    def _declared(self) -> TableSpec:
+        if self.spec is None:
+            raise TypeError(f"{self.label} is a staging table: it has no declaration to create it from")
+        return self.spec
 
     def _create(self, statement: str) -> None:
         # Two runs starting together both try to create the table. The loser sees a commit conflict, or a location
@@ -109,8 +147,15 @@ class Table:
         return self.spark.read.format("delta").load(self.path)
 
     def overwrite(self, frame: DataFrame) -> None:
+        """Replaces the rows, and the schema with the frame's. A declared table keeps its layout: it is created as
+        declared first, and Delta 4.0 drops a table's clustering keys on every overwrite (whatever the options; only
+        a `replaceWhere` overwrite keeps them, and it cannot change the schema), so they are declared again after."""
+        if self.spec is not None and not self.exists():
+            self.create_if_missing()  # the comment and properties, which an overwrite keeps
         writer = frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
         self._save(writer)
+        if self.spec is not None:
+            self.apply_layout()
 
     def append(self, frame: DataFrame, commit_metadata: str | None = None) -> None:
         """Appends rows; `commit_metadata` tags the commit (Delta's userMetadata) so that `commit_metrics` finds it."""
@@ -153,6 +198,14 @@ class Table:
     def version(self) -> int:
         """The latest committed version (what a report or manifest records as 'read at')."""
         return int(self.history(1).select("version").first()[0])
+
+
+@dataclass(frozen=True)
+class TableDetail:
+    files: int  # data files of the current version (what a full read opens)
+    bytes: int  # their total size
+    clustering: tuple[str, ...]  # liquid clustering keys; empty: none
+    properties: dict[str, str]  # table properties (TBLPROPERTIES)
 
 
 @dataclass
@@ -200,6 +253,21 @@ class Merge:
 
 def _and(condition: str | None) -> str:
     return f" AND ({condition})" if condition else ""
+
+
+# Every declared table's properties. Deletion vectors: a MERGE, UPDATE or DELETE marks the rows it replaces or removes
+# in a small side file instead of rewriting every data file that holds one of them (and with it the `text` of all
+# their other rows); OPTIMIZE purges the marked rows later.
+DECLARED_PROPERTIES = {"delta.enableDeletionVectors": "true"}
+
+
+def _clustering(columns: tuple[str, ...]) -> str:
+    """The argument of CLUSTER BY: `(a, b)`, or NONE."""
+    return f"({', '.join(quote(column) for column in columns)})" if columns else "NONE"
+
+
+def _properties(properties: Mapping[str, str]) -> str:
+    return ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in properties.items())
 
 
 def quote(identifier: str) -> str:

@@ -122,6 +122,21 @@ def storage_path(where: str, path: str) -> str:
 # The shared infrastructure's sections: where tables live, the embedded Spark session, the MLflow store.
 
 
+# Delta's own default for how long files a table no longer references are kept (`delta.deletedFileRetentionDuration`,
+# 7 days): a reader or writer that started from an older version may still need them, and VACUUM refuses less.
+DELTA_RETENTION_HOURS = 168
+
+
+@dataclass(frozen=True)
+class MaintainConfig:
+    """`dataprep maintain` (pipelines/maintain.py): how much history VACUUM keeps."""
+
+    # VACUUM deletes the files that no table version of the last `retain_hours` needs; time travel reaches this far.
+    retain_hours: int = DELTA_RETENTION_HOURS
+    # Below Delta's safety default only when said so: a VACUUM that deletes files a running job still reads breaks it.
+    allow_short_retention: bool = False
+
+
 @dataclass(frozen=True)
 class LakehouseConfig:
     """Where the Delta tables live: a local directory, or Unity Catalog `catalog.schema` when `catalog` is set."""
@@ -131,6 +146,7 @@ class LakehouseConfig:
     schema: str | None = None
     create_schema: bool = False  # CREATE SCHEMA IF NOT EXISTS before a stage runs (Unity Catalog)
     external_location: str | None = None  # Unity Catalog tables as external tables under this URI; None: managed
+    maintain: MaintainConfig = field(default_factory=MaintainConfig)
 
     @property
     def uses_unity_catalog(self) -> bool:
@@ -143,6 +159,7 @@ def parse_lakehouse(section: Section) -> LakehouseConfig:
     schema = section.take("schema", str)
     create_schema = section.take("create_schema", bool, default=False)
     external_location = section.take("external_location", str)
+    maintain = parse_maintain(section.section("maintain"))
     section.reject_unknown()
     if (catalog is None) != (schema is None):
         raise ConfigError(
@@ -165,7 +182,24 @@ def parse_lakehouse(section: Section) -> LakehouseConfig:
         schema=schema,
         create_schema=create_schema,
         external_location=external_location,
+        maintain=maintain,
     )
+
+
+def parse_maintain(section: Section) -> MaintainConfig:
+    maintain = MaintainConfig(
+        retain_hours=section.take("retain_hours", int, default=DELTA_RETENTION_HOURS, minimum=0),
+        allow_short_retention=section.take("allow_short_retention", bool, default=False),
+    )
+    section.reject_unknown()
+    if maintain.retain_hours < DELTA_RETENTION_HOURS and not maintain.allow_short_retention:
+        raise ConfigError(
+            f"{section.where('retain_hours')}: {maintain.retain_hours} is below Delta's safety default of "
+            f"{DELTA_RETENTION_HOURS} hours: VACUUM would delete files that a job still reading or writing an older "
+            f"version of a table needs. Keep at least {DELTA_RETENTION_HOURS}, or set "
+            f"{section.where('allow_short_retention')}: true when nothing runs while `dataprep maintain` does"
+        )
+    return maintain
 
 
 # Unity Catalog's rule for catalog, schema and table names; any such name works once quoted (lakehouse.quote).

@@ -31,6 +31,15 @@ class TableSpec:
     name: str  # layer.name, e.g. "bronze.documents"
     description: str  # the table's comment
     columns: tuple[Column, ...]
+    # Delta liquid clustering keys (CLUSTER BY, at most 4): the columns later stages find rows by. OPTIMIZE lays the
+    # files out by them, so that each file holds a narrow range of keys and a MERGE or lookup on them reads and
+    # rewrites few files. Empty: no clustering.
+    clustering: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.clustering if name not in self.column_names]
+        if unknown or len(self.clustering) > 4:
+            raise ValueError(f"{self.name}: clustering {self.clustering} must be at most 4 of its columns")
 
     @property
     def layer(self) -> str:
@@ -82,8 +91,10 @@ def spark_schema(schema: pa.Schema, comments: dict[str, str] | None = None) -> S
     )
 
 
-def _table(name: str, description: str, *columns: tuple[str, pa.DataType, bool, str]) -> TableSpec:
-    return TableSpec(name, description, tuple(Column(*column) for column in columns))
+def _table(
+    name: str, description: str, *columns: tuple[str, pa.DataType, bool, str], clustering: tuple[str, ...] = ()
+) -> TableSpec:
+    return TableSpec(name, description, tuple(Column(*column) for column in columns), clustering)
 
 
 STRING, TEXT, INT, LONG, DOUBLE, BOOL = pa.string(), pa.large_string(), pa.int32(), pa.int64(), pa.float64(), pa.bool_()
@@ -104,6 +115,9 @@ BRONZE_DOCUMENTS = _table(
     ("metadata", STRING_MAP, True, "other fields of the record, as strings"),
     ("run_id", STRING, False, "MLflow run id of the ingest that last wrote the row"),
     ("ingested_at", TIMESTAMP, False, "start of that ingest run, UTC"),
+    # Ingest MERGEs on (source, locator), its only selective access: a run over one source's new files touches that
+    # source's files only. Later stages read bronze whole (anti-joins by doc_id), which no layout prunes.
+    clustering=("source", "locator"),
 )
 
 BRONZE_QUARANTINE = _table(
@@ -116,6 +130,8 @@ BRONZE_QUARANTINE = _table(
     ("raw_excerpt", STRING, True, "head of the raw bytes, undecodable bytes escaped"),
     ("run_id", STRING, False, "MLflow run id of the ingest that found it"),
     ("quarantined_at", TIMESTAMP, False, "start of that ingest run, UTC"),
+    # Read by people auditing a source's rejections by reason; ingest's insert-only MERGE leads with the same keys.
+    clustering=("source", "reason"),
 )
 
 SILVER_DOCUMENTS = _table(
@@ -147,6 +163,8 @@ SILVER_DOCUMENTS = _table(
         True,
         "family -> version of the signals",
     ),
+    # Every MERGE into it (stale rows, signals, decisions) and every join from dedup, tokenize and MDS is on doc_id.
+    clustering=("doc_id",),
 )
 
 SILVER_DEDUP = _table(
@@ -156,6 +174,8 @@ SILVER_DEDUP = _table(
     ("cluster_id", STRING, False, "smallest doc_id of its near-duplicate cluster (itself if alone)"),
     ("cluster_size", LONG, False, "documents in the cluster"),
     ("keep", BOOL, False, "the one document kept per cluster"),
+    # Incremental dedup MERGEs on doc_id; tokenize joins it to silver.documents on doc_id.
+    clustering=("doc_id",),
 )
 
 SILVER_DEDUP_SIGNATURES = _table(
@@ -168,6 +188,8 @@ SILVER_DEDUP_SIGNATURES = _table(
     ("short", BOOL, False, "fewer tokens than one shingle: its whole text is its one shingle"),
     ("shingle_hashes", pa.list_(pa.int32()), False, "distinct 32-bit shingle hashes (verify: exact)"),
     ("params", STRING, False, "the settings the row was computed with; incremental runs need equal"),
+    # Incremental dedup MERGEs new signatures in on doc_id (band keys are arrays: not a clustering key).
+    clustering=("doc_id",),
 )
 
 GOLD_TOKENS = _table(
@@ -180,6 +202,8 @@ GOLD_TOKENS = _table(
     ("tokens", pa.list_(pa.int32()), False, "cl100k_base ids (encode_ordinary: specials stay text)"),
     ("n_tokens", LONG, False, "length of tokens"),
     ("n_bytes", LONG, False, "UTF-8 bytes of the text that was encoded"),
+    # Tokenize deletes the rows of documents no longer kept by a MERGE on doc_id, and finds new ones by doc_id.
+    clustering=("doc_id",),
 )
 
 GOLD_TOKEN_STATS = _table(
@@ -192,6 +216,7 @@ GOLD_TOKEN_STATS = _table(
     ("tokens", LONG, False, "their tokens"),
     ("bytes", LONG, False, "their UTF-8 bytes"),
     ("bytes_per_token", DOUBLE, True, "bytes / tokens: how well cl100k compresses this slice"),
+    # No clustering: a few rows per (source, kind, lang), rewritten whole by every tokenize run.
 )
 
 TABLES: tuple[TableSpec, ...] = (

@@ -265,13 +265,14 @@ def delta_storage_options(endpoint: str | None) -> dict[str, str]:
 def table_rows(root: str, endpoint: str | None = None) -> dict[str, list]:
     """Every Delta table's rows, sorted, read by delta-rs (not Spark), without the columns that record when or by
     which run a row was written."""
+    import pyarrow as pa
     from deltalake import DeltaTable
 
     contents = {}
     for name in TABLES:
         uri = storage.join(root, *name.split("."))
         uri = "s3://" + uri.split("://", 1)[1] if storage.scheme_of(uri) in storage.S3_SCHEMES else uri
-        arrow = DeltaTable(uri, storage_options=delta_storage_options(endpoint)).to_pyarrow_table()
+        arrow = pa.table(DeltaTable(uri, storage_options=delta_storage_options(endpoint)).scan())  # with DVs
         columns = [
             field.name
             for field in arrow.schema

@@ -33,6 +33,7 @@ REPO = os.path.dirname(JOBS)
 STAGES = [*STAGE_NAMES, "train"]
 TARGETS = ("dev", "prod")
 CLASSIC, SERVERLESS = "dataprep", "dataprep_serverless"
+MAINTENANCE = "dataprep_maintenance"  # `dataprep maintain`, weekly
 
 # Who deploys each target, and the --var values the README's recipe passes (prod deploys as its service principal).
 SERVICE_PRINCIPAL = "6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -360,6 +361,16 @@ def test_the_serverless_job_runs_the_data_stages_in_an_environment_with_the_whee
     assert "schedule" not in job and "trigger" not in job  # run instead of the classic job, never beside it
 
 
+def test_the_maintenance_job_maintains_the_tables_weekly_on_the_pipelines_cluster():
+    job = bundle()["resources"]["jobs"][MAINTENANCE]
+    assert [task["task_key"] for task in job["tasks"]] == ["maintain"] and job["max_concurrent_runs"] == 1
+    clusters = {cluster["job_cluster_key"]: cluster["new_cluster"] for cluster in job["job_clusters"]}
+    pipeline = {c["job_cluster_key"]: c["new_cluster"] for c in bundle()["resources"]["jobs"][CLASSIC]["job_clusters"]}
+    assert clusters[job["tasks"][0]["job_cluster_key"]] == pipeline["spark"]
+    assert job["schedule"]["pause_status"] == "PAUSED"
+    assert deployed("prod")["resources"]["jobs"][MAINTENANCE]["schedule"]["pause_status"] == "UNPAUSED"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # What the tasks run and read.
 
@@ -382,7 +393,7 @@ def _without_config_variables(parameters: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("job_key", [CLASSIC, SERVERLESS])
+@pytest.mark.parametrize("job_key", [CLASSIC, SERVERLESS, MAINTENANCE])
 def test_every_task_runs_an_existing_entry_point_that_accepts_its_parameters(job_key, target):
     config = deployed(target)
     scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}

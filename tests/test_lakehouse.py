@@ -9,7 +9,7 @@ from pyspark.errors.exceptions.connect import SparkConnectGrpcException
 from pipelines import lakehouse
 from pipelines.lakehouse import Lakehouse, is_commit_conflict, quote, retry_on_conflict, sql_string
 from pipelines.settings import ConfigError, LakehouseConfig
-from pipelines.tables import GOLD_TOKEN_STATS, SILVER_DOCUMENTS
+from pipelines.tables import GOLD_TOKEN_STATS, SILVER_DEDUP, SILVER_DOCUMENTS
 
 
 @pytest.fixture(autouse=True)
@@ -188,3 +188,19 @@ def test_catalog_tables_are_managed_and_their_schema_is_created_when_asked(spark
     missing = Lakehouse(spark, LakehouseConfig(root=str(tmp_path), catalog="spark_catalog", schema="absent_schema"))
     with pytest.raises(ConfigError, match="absent_schema does not exist"):
         missing.prepare()
+
+
+def test_an_overwrite_keeps_the_declared_layout_that_delta_drops(spark, tmp_path):
+    table = Lakehouse(spark, LakehouseConfig(root=str(tmp_path))).table(SILVER_DEDUP)
+    rows = spark.createDataFrame([("a", "a", 1, True), ("b", "a", 2, False)], SILVER_DEDUP.spark_schema())
+    # Delta 4.0 itself drops a table's clustering keys on overwrite: what Table.overwrite has to make up for.
+    table.create_if_missing()
+    rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(table.path)
+    assert table.detail().clustering == ()
+    for _ in ("an existing table", "a new one"):
+        table.overwrite(rows)
+        detail = table.detail()
+        assert detail.clustering == SILVER_DEDUP.clustering == ("doc_id",)
+        assert detail.properties == {"delta.enableDeletionVectors": "true"} and table.read().count() == 2
+        assert spark.sql(f"DESCRIBE DETAIL {table.sql_name}").first()["description"] == SILVER_DEDUP.description
+        table.drop()
