@@ -32,6 +32,11 @@ def optimal_bands(threshold: float, num_perm: int, false_positive_weight: float 
     return best
 
 
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """Probability that two documents whose shingle sets have Jaccard `similarity` share at least one band key."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(documents, bands) int64 keys: each band's `rows` values mixed into 64 bits, salted with the band index so
     equal values in different bands never collide. Two documents share a key when a band matches (or, with

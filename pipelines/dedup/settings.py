@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pipelines.settings import ConfigError, Section
 
 KEEP_ORDER_COLUMNS = ("quality_score", "n_chars", "doc_id")
+# The LSH weight when `false_positive_weight` is not set, by `verify` (see DedupConfig).
+FALSE_POSITIVE_WEIGHTS = {"exact": 0.004, "signature": 0.3, "none": 0.3}
 
 
 @dataclass(frozen=True)
@@ -25,14 +27,24 @@ class DedupConfig:
     # Candidate pairs are kept when their exact ("exact": Jaccard of the shingle-hash sets) or estimated ("signature":
     # share of equal signature values) similarity reaches the threshold; "none" keeps every LSH candidate.
     verify: str = "exact"
-    # Weight of LSH false positives against false negatives when choosing bands x rows (datasketch's default is 0.5).
-    # Verification removes false positives, so the default leans toward recall; with verify: none, raise it.
-    false_positive_weight: float = 0.3
+    # Weight of LSH false positives against false negatives when choosing bands x rows (datasketch's default is 0.5);
+    # unset, it follows `verify` (FALSE_POSITIVE_WEIGHTS). With exact verification a false candidate costs one
+    # Jaccard computation and cannot join two documents, while a missed pair is a duplicate left in the data, so LSH
+    # leans far toward recall: 0.004 -> 19 x 6 at 0.8 and 128 permutations, a pair at the threshold becomes a
+    # candidate with probability 0.997 (11 x 11: 0.63), for 1.6-2.1x the candidate pairs (bench/dedup_quality.py).
+    # Without exact verification every extra candidate is a chance to join documents that are not duplicates
+    # (signature: an estimate a few points off; none: every candidate is kept, and already at 11 x 11 one removed
+    # document in eight or nine has no near-duplicate), so those keep 0.3 (-> 11 x 11); with verify: none, raise it.
+    false_positive_weight: float | None = None
     # "full": decide every kept document afresh; "incremental": only documents not yet in silver.dedup, against the
     # stored signature index (falls back to full, saying why, when the index cannot be reused).
     mode: str = "full"
     # Which document of a cluster is kept: first by these, then by the smallest doc_id.
     keep_order: tuple[str, ...] = ("quality_score desc", "n_chars desc")
+
+    def __post_init__(self) -> None:
+        if self.false_positive_weight is None and self.verify in FALSE_POSITIVE_WEIGHTS:
+            object.__setattr__(self, "false_positive_weight", FALSE_POSITIVE_WEIGHTS[self.verify])
 
 
 def parse_dedup(section: Section) -> DedupConfig:
@@ -47,7 +59,7 @@ def parse_dedup(section: Section) -> DedupConfig:
         shingle_hash=section.take("shingle_hash", str, default=defaults.shingle_hash, choices=("fast", "sha1")),
         mode=section.take("mode", str, default=defaults.mode, choices=("full", "incremental")),
         verify=section.take("verify", str, default=defaults.verify, choices=("signature", "exact", "none")),
-        false_positive_weight=section.take_number("false_positive_weight", defaults.false_positive_weight),
+        false_positive_weight=section.take_number("false_positive_weight"),
         keep_order=tuple(section.take("keep_order", list, default=list(defaults.keep_order))),
     )
     section.reject_unknown()
