@@ -25,7 +25,7 @@ from pipelines.settings import ConfigError
 from pipelines.stage import MissingTableError, StageContext, StageSummary
 from pipelines.stages import STAGE_NAMES, stage, stages_from, writer_of
 from pipelines.storage import Storage
-from pipelines.tracking import StepTimer, metric_name, pipeline_run, stage_run
+from pipelines.tracking import StepTimer, log_summary, pipeline_run, stage_run
 
 
 def run_stage(name: str, spark: SparkSession, config: PipelineConfig, **options) -> StageSummary:
@@ -56,11 +56,7 @@ def run_stage(name: str, spark: SparkSession, config: PipelineConfig, **options)
         summary = run(context, *sections, **options)
         summary.run_id, summary.seconds = context.run_id, time.monotonic() - started
         summary.step_seconds = dict(context.steps.seconds)
-        metrics = {"seconds": summary.seconds, **summary.metrics()}
-        metrics.update({metric_name("seconds", step): value for step, value in summary.step_seconds.items()})
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(summary.as_dict(), f"{name}_summary.json")
-        mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())
+        log_summary(name, summary)
         reports.log_inputs(reads, versions=versions_read)
         summary.report(context)
         reports.log_summary_page(name, summary.format())

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-import mlflow
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -27,7 +26,7 @@ from pipelines.lakehouse import Lakehouse, Table, retry_on_conflict
 from pipelines.settings import DELTA_RETENTION_HOURS, LakehouseConfig, MaintainConfig, MlflowConfig
 from pipelines.stage import StageSummary
 from pipelines.tables import TABLES
-from pipelines.tracking import StepTimer, metric_name, stage_run
+from pipelines.tracking import StepTimer, log_summary, metric_name, stage_run
 
 NAME = "maintain"
 
@@ -104,11 +103,7 @@ def run_maintain(spark: SparkSession, lakehouse: LakehouseConfig, tracking: Mlfl
         summary = maintain(Lakehouse(spark, lakehouse), settings, steps)
         summary.run_id, summary.seconds = run.info.run_id, time.monotonic() - started
         summary.step_seconds = dict(steps.seconds)
-        metrics = {"seconds": summary.seconds, **summary.metrics()}
-        metrics.update({metric_name("seconds", step): value for step, value in summary.step_seconds.items()})
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(summary.as_dict(), f"{NAME}_summary.json")
-        mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())
+        log_summary(NAME, summary)
         reports.log_summary_page(NAME, summary.format())
     return summary
 

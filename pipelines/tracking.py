@@ -15,13 +15,16 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import Run
 
 from pipelines.faults import failpoint
 from pipelines.settings import DEFAULT_EXPERIMENT, ConfigError, MlflowConfig
+
+if TYPE_CHECKING:
+    from pipelines.stage import StageSummary
 
 PARENT_RUN_ENV = "DATAPREP_PARENT_RUN_ID"
 
@@ -146,6 +149,16 @@ def _param_value(value: Any) -> str:
     text = str(value)
     # MLflow rejects parameter values over 6000 characters.
     return text if len(text) <= 6000 else text[:5990] + "...[cut]"
+
+
+def log_summary(stage: str, summary: StageSummary) -> None:
+    """A finished stage's summary in the active run: its metrics with the stage's and each step's seconds, the
+    summary as JSON, and the reconciliation tag."""
+    metrics = {"seconds": summary.seconds, **summary.metrics()}
+    metrics.update({metric_name("seconds", step): value for step, value in summary.step_seconds.items()})
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict(summary.as_dict(), f"{stage}_summary.json")
+    mlflow.set_tag("dataprep.reconciles", str(summary.reconciles).lower())
 
 
 def metric_name(*parts: str) -> str:

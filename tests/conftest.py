@@ -37,10 +37,15 @@ def spark_events(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def spark(spark_events):
+    from pyspark.sql import SparkSession
+
     from pipelines import spark_compat
     from pipelines.settings import SparkConfig
     from pipelines.spark import get_spark
 
+    earlier = SparkSession.getActiveSession()
+    if earlier is not None:  # started by a command an earlier test ran, configured for it, not for the suite
+        earlier.stop()
     events = {
         "spark.eventLog.enabled": "true",
         "spark.eventLog.dir": spark_events,
