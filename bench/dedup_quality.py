@@ -18,18 +18,24 @@ Corpora (deterministic: fixed seeds, text that ships with Python):
 
 Ground truth: every pair of documents in the corpus whose exact Jaccard (distinct word 5-grams, the stage's shingles)
 is >= 0.8, found over all pairs that share a shingle (not only inside families). The figures, per corpus:
-  precision, recall  pairs of documents put in one cluster, against the true pairs: precision = clustered pairs
-                     that are true / clustered pairs; recall = true pairs clustered together / true pairs. Clusters
-                     are connected components, so a chain A~B~C puts A and C together even below 0.8: precision
-                     counts such pairs as errors although every edge was a true pair.
+  precision          what dedup asserts: every removed document names the kept document it duplicates
+                     (silver.dedup.duplicate_of); precision = the share of those pairs (removed, duplicate_of) that
+                     are true pairs.
+  recall             what dedup finds: the share of true pairs whose two documents share a cluster (cluster_id, the
+                     connected components of the verified edges).
   doc_recall         of the documents that have a near-duplicate (a true pair with some other document), the share
                      that dedup recognised as one: its cluster holds at least one of its true near-duplicates.
   doc_precision      of the documents dedup removed, the share whose cluster holds one of their true
                      near-duplicates (so each had one in the corpus). Must be 1.0: removing a unique document
                      loses data.
-  rep_precision      of the removed documents, the share whose kept document is itself a true near-duplicate
-                     (below 1 only through chains).
-  candidates_per_doc LSH candidate pairs (star edges from each bucket's smallest doc_id, what verification reads)
+  rep_precision      of the removed documents, the share whose duplicate_of is a KEPT document and a true
+                     near-duplicate: the content of each removed document is still in the data. Equal to precision
+                     when every duplicate_of is kept, which the stage guarantees; this checks it.
+  cluster_precision  pairs of documents put in one cluster that are true pairs / clustered pairs. Clusters are
+                     connected components, so a chain A~B~C puts A and C together even below 0.8 and this counts
+                     such pairs as errors although every edge was a true pair: its ceiling (every true pair an edge)
+                     is printed beside it. It describes the families, no longer what is removed.
+  candidates_per_doc LSH candidate pairs (star edges from each bucket's best-ranked member, what verification reads)
                      per document: the cost of the band choice.
 One `RESULT corpus=<name> ...` line per corpus, then a last `RESULT corpus=all ...` line with the lowest of each
 quality figure and the highest candidates_per_doc.
@@ -202,6 +208,7 @@ def clustering_ceiling(truth: set[tuple[str, str]]) -> float:
 class Decisions:
     cluster: dict[str, str]  # doc_id -> cluster_id
     kept: set[str]
+    duplicate_of: dict[str, str]  # removed doc_id -> the kept doc_id it duplicates
     candidate_pairs: int
     bands: int
     rows: int
@@ -215,6 +222,7 @@ class Quality:
     doc_recall: float
     doc_precision: float
     rep_precision: float
+    cluster_precision: float
     candidates_per_doc: float
     true_pairs: int
     clustered_pairs: int
@@ -223,12 +231,20 @@ class Quality:
 
     def figures(self) -> dict[str, float]:
         """What the RESULT line reports."""
-        names = ("precision", "recall", "doc_recall", "doc_precision", "rep_precision", "candidates_per_doc")
+        names = (
+            "precision",
+            "recall",
+            "doc_recall",
+            "doc_precision",
+            "rep_precision",
+            "cluster_precision",
+            "candidates_per_doc",
+        )
         return {name: getattr(self, name) for name in names}
 
 
 def quality(decisions: Decisions, truth: set[tuple[str, str]]) -> Quality:
-    """The figures of the module docstring, from the stage's clusters and keep flags."""
+    """The figures of the module docstring, from the stage's clusters, keep flags and duplicate_of."""
     members: dict[str, list[str]] = {}
     for doc_id, cluster_id in decisions.cluster.items():
         members.setdefault(cluster_id, []).append(doc_id)
@@ -240,14 +256,19 @@ def quality(decisions: Decisions, truth: set[tuple[str, str]]) -> Quality:
     cluster = decisions.cluster
     recognised = {d for d, near in neighbours.items() if any(cluster[n] == cluster[d] for n in near)}
     removed = [d for d in cluster if d not in decisions.kept]
-    kept_of = {cluster[d]: d for d in decisions.kept}
-    beside_kept = sum(kept_of[cluster[d]] in neighbours.get(d, ()) for d in removed)
+    asserted = [tuple(sorted((d, decisions.duplicate_of.get(d, "")))) for d in removed]
+    true_asserted = sum(pair in truth for pair in asserted)
+    beside_kept = sum(
+        decisions.duplicate_of.get(d) in decisions.kept and decisions.duplicate_of[d] in neighbours.get(d, ())
+        for d in removed
+    )
     return Quality(
-        precision=len(clustered & truth) / len(clustered) if clustered else 1.0,
+        precision=true_asserted / len(asserted) if asserted else 1.0,
         recall=len(clustered & truth) / len(truth) if truth else 1.0,
         doc_recall=len(recognised) / len(neighbours) if neighbours else 1.0,
         doc_precision=sum(d in recognised for d in removed) / len(removed) if removed else 1.0,
         rep_precision=beside_kept / len(removed) if removed else 1.0,
+        cluster_precision=len(clustered & truth) / len(clustered) if clustered else 1.0,
         candidates_per_doc=decisions.candidate_pairs / len(cluster),
         true_pairs=len(truth),
         clustered_pairs=len(clustered),
@@ -272,6 +293,7 @@ def run_dedup(spark, documents: dict[str, str], dedup: dict) -> Decisions:
     return Decisions(
         cluster={row.doc_id: row.cluster_id for row in result},
         kept={row.doc_id for row in result if row.keep},
+        duplicate_of={row.doc_id: row.duplicate_of for row in result if not row.keep},
         candidate_pairs=summary.candidate_pairs,
         bands=summary.bands,
         rows=summary.rows,
@@ -320,9 +342,10 @@ def main() -> None:
             f"{decisions.candidate_pairs} candidate pairs, {q.candidates_per_doc:.3f} per document"
         )
         print(
-            f"{corpus}: {q.clustered_pairs} clustered pairs: precision {q.precision:.4f} (every true pair an edge: "
-            f"{clustering_ceiling(truth):.4f}), recall {q.recall:.4f}; doc recall {q.doc_recall:.4f}; "
-            f"{q.removed} removed: doc precision {q.doc_precision:.4f}, rep precision {q.rep_precision:.4f}"
+            f"{corpus}: {q.removed} removed: precision {q.precision:.4f} (removed, duplicate_of pairs that are true), "
+            f"rep precision {q.rep_precision:.4f}, doc precision {q.doc_precision:.4f}; recall {q.recall:.4f}, doc "
+            f"recall {q.doc_recall:.4f}; {q.clustered_pairs} clustered pairs: cluster precision "
+            f"{q.cluster_precision:.4f} (every true pair an edge: {clustering_ceiling(truth):.4f})"
         )
         print(result_line(corpus, q.figures(), bands=decisions.bands, rows=decisions.rows, true_pairs=q.true_pairs))
     if len(figures) > 1:

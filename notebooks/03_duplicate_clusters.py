@@ -2,7 +2,9 @@
 # MAGIC %md
 # MAGIC # Inspect near-duplicate clusters
 # MAGIC The cluster-size distribution of `silver.dedup`, and the members of the largest clusters side by side: the
-# MAGIC kept document first, then what was removed as its near duplicates.
+# MAGIC kept documents first, then each removed one with `duplicate_of`, the kept document it is a near duplicate of.
+# MAGIC A cluster is a family (connected by near-duplicate edges, so its ends may differ more than the threshold) and
+# MAGIC can keep several documents: a document is removed only when a kept one is its near duplicate.
 
 # COMMAND ----------
 
@@ -31,7 +33,15 @@ top = largest.orderBy(F.desc("cluster_size"), "cluster_id").limit(int(notebook.w
 members = (
     dedup.join(top.select("cluster_id"), "cluster_id")
     .join(documents, "doc_id")
-    .select("cluster_id", "keep", "source", "locator", "quality_score", F.substring("text", 1, 160).alias("text_head"))
+    .select(
+        "cluster_id",
+        "keep",
+        "duplicate_of",
+        "source",
+        "locator",
+        "quality_score",
+        F.substring("text", 1, 160).alias("text_head"),
+    )
     .orderBy("cluster_id", F.desc("keep"), "locator")
 )
 notebook.show(members, rows=40)

@@ -169,11 +169,16 @@ SILVER_DOCUMENTS = _table(
 
 SILVER_DEDUP = _table(
     "silver.dedup",
-    "Near-duplicate clusters of the documents the filter kept, one kept per cluster",
+    "Near-duplicate decisions of the documents the filter kept: kept, or removed as the duplicate of a kept one",
     ("doc_id", STRING, False, "silver doc_id of a document the filter kept"),
-    ("cluster_id", STRING, False, "smallest doc_id of its near-duplicate cluster (itself if alone)"),
-    ("cluster_size", LONG, False, "documents in the cluster"),
-    ("keep", BOOL, False, "the one document kept per cluster"),
+    # Clusters are connected components of the verified edges (A~B~C puts A and C together below the threshold):
+    # duplicate families for analysis, not the unit of the keep decision, so one may hold several kept documents.
+    ("cluster_id", STRING, False, "smallest doc_id of its near-duplicate family (itself if alone)"),
+    ("cluster_size", LONG, False, "documents in the family"),
+    ("keep", BOOL, False, "kept: no kept document is a verified near-duplicate of it"),
+    # Nullable and last: a table written before it gains it as nulls (Table.create_if_missing); an incremental run
+    # over such a table runs in full instead (pipelines/dedup/incremental.py).
+    ("duplicate_of", STRING, True, "removed: the best-ranked kept document joined to it by a verified edge"),
     # Incremental dedup MERGEs on doc_id; tokenize joins it to silver.documents on doc_id.
     clustering=("doc_id",),
 )

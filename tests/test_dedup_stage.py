@@ -5,6 +5,7 @@ import random
 import pytest
 
 from dataprep.runner import run_stage
+from pipelines.dedup.minhash import Shingling
 from pipelines.lakehouse import Lakehouse
 
 WORDS = [f"w{i}" for i in range(5000)]
@@ -21,6 +22,29 @@ def edited(text: str, edits: int, seed: int = 0) -> str:
     for position in rng.sample(range(len(words)), edits):
         words[position] = "edited"
     return " ".join(words)
+
+
+def with_words(text: str, positions: list[int]) -> str:
+    """`text` with the words at `positions` replaced: each replacement breaks the 5 shingles that cover it."""
+    words = text.split()
+    for position in positions:
+        words[position] = f"new{position}"
+    return " ".join(words)
+
+
+def jaccard(a: str, b: str) -> float:
+    """Exact Jaccard of the two documents' shingle sets (the stage's word 5-grams)."""
+    shingling = Shingling()
+    left, right = (set(shingling.shingles(text)[0]) for text in (a, b))
+    return len(left & right) / len(left | right)
+
+
+def chain() -> tuple[str, str, str]:
+    """A ~ B ~ C at Jaccard 0.84 each, A and C at 0.71: five words of B replaced at one end for A, the other for C."""
+    b = article(11)
+    a, c = with_words(b, [10, 40, 70, 100, 130]), with_words(b, [160, 190, 220, 250, 280])
+    assert jaccard(a, b) > 0.8 and jaccard(b, c) > 0.8 and jaccard(a, c) < 0.75
+    return a, b, c
 
 
 def write_silver(spark, config, rows):
@@ -62,6 +86,7 @@ def test_identical_and_near_identical_documents_cluster_and_the_best_is_kept(spa
     rows = dedup_rows(spark, config)
     assert {rows[d].cluster_id for d in "abc"} == {"a"} and rows["a"].cluster_size == 3
     assert [d for d in "abc" if rows[d].keep] == ["b"]
+    assert rows["a"].duplicate_of == rows["c"].duplicate_of == "b" and rows["b"].duplicate_of is None
     assert rows["d"].cluster_id == "d" and rows["d"].keep and rows["d"].cluster_size == 1
     assert rows["e"].cluster_id == "e" and rows["e"].keep
     assert (summary.documents, summary.kept, summary.removed, summary.clusters) == (5, 3, 2, 1)
@@ -89,6 +114,54 @@ def test_a_10000_copy_cluster_becomes_one_kept_document(spark, config):
     assert summary.candidate_pairs == 9_999  # star edges, not 50 million pairs
     kept = [d for d, r in dedup_rows(spark, config).items() if r.keep and d.startswith("copy")]
     assert kept == ["copy00000"]
+
+
+def test_an_exact_copy_bucket_keeps_its_best_ranked_member_even_if_not_its_smallest_doc_id(spark, config):
+    copy = article(8, 80)
+    write_silver(spark, config, [(f"copy{i:02d}", copy, 0.9 if i == 17 else 0.5) for i in range(30)])
+    summary = run_stage("dedup", spark, config)
+    rows = dedup_rows(spark, config)
+    assert [d for d, r in rows.items() if r.keep] == ["copy17"]
+    assert {r.duplicate_of for d, r in rows.items() if d != "copy17"} == {"copy17"}
+    assert summary.candidate_pairs == 29 and rows["copy17"].cluster_id == "copy00"
+
+
+def test_a_chain_keeps_both_ends_when_they_are_not_near_duplicates(spark, config):
+    """A ~ B ~ C with A and C below the threshold and A first in keep order: B is removed as A's duplicate, and C,
+    which no kept document is a near-duplicate of, is kept. All three stay one cluster (a family)."""
+    a, b, c = chain()
+    write_silver(spark, config, [("a", a, 0.9), ("b", b, 0.5), ("c", c, 0.1)])
+    summary = run_stage("dedup", spark, config)
+    rows = dedup_rows(spark, config)
+    assert {d: (r.keep, r.duplicate_of) for d, r in rows.items()} == {
+        "a": (True, None),
+        "b": (False, "a"),
+        "c": (True, None),
+    }
+    assert {(r.cluster_id, r.cluster_size) for r in rows.values()} == {("a", 3)}
+    assert (summary.kept, summary.removed, summary.clusters) == (2, 1, 1)
+
+
+def test_every_removed_document_names_a_kept_near_duplicate(spark, config):
+    """Families of chained edits (each edit of the previous one, so far members fall below the threshold) and their
+    copies: each removed document's duplicate_of is kept and within the threshold of it (exact Jaccard here)."""
+    rng, rows = random.Random(4), []
+    for family in range(4):
+        text = article(20 + family)
+        for step in range(5):
+            rows.append((f"f{family}v{step}", text, rng.random()))
+            if step % 2:
+                rows.append((f"f{family}copy{step}", text, rng.random()))
+            text = with_words(text, rng.sample(range(5, 295, 6), 4))
+    write_silver(spark, config, rows)
+    run_stage("dedup", spark, config)
+    decided, texts = dedup_rows(spark, config), {doc_id: text for doc_id, text, _ in rows}
+    removed = {d: r.duplicate_of for d, r in decided.items() if not r.keep}
+    assert removed and all(decided[kept].keep for kept in removed.values())
+    assert all(jaccard(texts[d], texts[kept]) >= 0.8 for d, kept in removed.items())
+    kept = sorted(d for d, r in decided.items() if r.keep)
+    per_family = [sum(d.startswith(f"f{f}") for d in kept) for f in range(4)]
+    assert max(per_family) > 1, per_family  # chains: a family keeps the members no kept document stands for
 
 
 def test_results_do_not_depend_on_partitioning(spark, config):
@@ -145,6 +218,7 @@ def test_incremental_run_decides_only_the_new_documents_against_the_stored_index
     assert (second.documents, second.kept, second.removed) == (4, 2, 2)
     after = dedup_rows(spark, config)
     assert (after["0d"].cluster_id, after["0d"].keep, after["0d"].cluster_size) == ("a", False, 3)
+    assert after["0d"].duplicate_of == "a" and after["e"].duplicate_of == "f"
     assert after["a"].cluster_size == after["c"].cluster_size == 3
     assert {k: (r.cluster_id, r.keep) for k, r in after.items() if k in before} == {
         k: (r.cluster_id, r.keep) for k, r in before.items()
@@ -158,6 +232,29 @@ def test_incremental_run_decides_only_the_new_documents_against_the_stored_index
     rerun = run_stage("dedup", spark, config)
     assert (rerun.mode, rerun.documents) == ("incremental", 0) and rerun.reconciles
     assert (lakehouse.table("silver.dedup").version(), index.version()) == versions
+
+
+def test_incremental_new_documents_are_removed_only_as_duplicates_of_kept_documents(spark, incremental_config):
+    """Old: A (kept) ~ B (removed). New: C, a near-duplicate of B only, is kept (nothing kept stands for it); a copy
+    of the old kept D is removed as D's duplicate, though it scores higher."""
+    config = incremental_config()
+    a, b, c = chain()
+    old = [("a", a, 0.9), ("b", b, 0.5), ("d", article(12), 0.5)]
+    write_silver(spark, config, old)
+    run_stage("dedup", spark, config)
+    assert {d: r.keep for d, r in dedup_rows(spark, config).items()} == {"a": True, "b": False, "d": True}
+
+    write_silver(spark, config, old + [("c", c, 0.1), ("d2", article(12), 0.99)])
+    summary = run_stage("dedup", spark, config)
+    assert summary.mode == "incremental" and (summary.kept, summary.removed) == (1, 1), summary.format()
+    rows = dedup_rows(spark, config)
+    assert (rows["c"].keep, rows["c"].duplicate_of) == (True, None)
+    assert (rows["d2"].keep, rows["d2"].duplicate_of, rows["d2"].cluster_id, rows["d"].cluster_size) == (
+        False,
+        "d",
+        "d",
+        2,
+    )
 
 
 def test_incremental_run_falls_back_to_full_when_the_index_cannot_be_reused(spark, incremental_config):

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from pipelines.dedup.settings import DedupConfig
 from pipelines.dedup.stage import assign_clusters
-from pipelines.dedup.steps import candidate_pairs, keep_key
+from pipelines.dedup.steps import candidate_pairs, keep_key, keep_ranks
 from pipelines.filter.decide import with_exact_duplicates
 from pipelines.ingest.stage import RECORD_SCHEMA, separate_duplicate_locators
 
@@ -92,20 +92,23 @@ def test_the_minimum_keep_key_is_the_first_document_in_keep_order(members, keep_
 
 
 def test_assign_clusters_sizes_and_keeps_as_the_window_did(members):
+    """Each cluster's edges are a star around its first document in keep order (as LSH buckets now are), so the
+    greedy keep rule keeps exactly that document and removes the others as its duplicates, as the window chose."""
     settings = DedupConfig(keep_order=KEEP_ORDERS[3])
-    stars = members.where(F.col("doc_id") != F.col("cluster_id")).select(
-        F.col("cluster_id").alias("src"), F.col("doc_id").alias("dst")
-    )
-    clusters = assign_clusters(members.drop("cluster_id"), stars, settings)
     by_cluster = Window.partitionBy("cluster_id")
     rank = F.row_number().over(by_cluster.orderBy(*window_keep_order(settings.keep_order)))
-    windowed = members.select(
+    first = F.first("doc_id").over(by_cluster.orderBy(*window_keep_order(settings.keep_order)))
+    ranked = members.withColumn("rank", rank).withColumn("first", first)
+    stars = ranked.where(F.col("rank") > 1).select(F.col("first").alias("src"), F.col("doc_id").alias("dst"))
+    clusters = assign_clusters(members.drop("cluster_id"), stars, settings)
+    windowed = ranked.select(
         "doc_id",
         "n_chars",
         "quality_score",
         "cluster_id",
         F.count("*").over(by_cluster).alias("cluster_size"),
-        (rank == 1).alias("keep"),
+        (F.col("rank") == 1).alias("keep"),
+        F.when(F.col("rank") > 1, F.col("first")).alias("duplicate_of"),
     )
     assert clusters.columns == windowed.columns
     assert clusters.exceptAll(windowed).isEmpty() and windowed.exceptAll(clusters).isEmpty()
@@ -125,22 +128,29 @@ def test_only_the_prefix_sums_use_a_window():
 
 def test_candidate_pairs_are_the_stars_the_window_drew(spark):
     """Band 0: one 5,000-document bucket and buckets of 3; band 1: buckets of a few and of one; documents without
-    band keys."""
+    band keys. Each star's centre is the bucket's first document in keep order (scores with ties, nulls, NaN)."""
     rng = random.Random(3)
+    scores = [None, float("nan"), 0.0, 0.5, 1.0]
     rows = [(f"d{i:05d}", [7, rng.randint(0, 3_000)]) for i in rng.sample(range(BIG), BIG)]
     rows += [(f"e{i}", [10_000 + i // 3, 20_000 + i]) for i in range(100)] + [("short", [])]
-    signed = spark.createDataFrame(rows, "doc_id string, band_keys array<long>")
-    members = signed.select("doc_id", F.posexplode("band_keys").alias("band", "key"))
-    center = F.min("doc_id").over(Window.partitionBy("band", "key"))
+    documents = spark.createDataFrame(
+        [(doc_id, keys, rng.choice((1, 2, 3)), rng.choice(scores)) for doc_id, keys in rows],
+        "doc_id string, band_keys array<long>, n_chars long, quality_score double",
+    )
+    settings = DedupConfig()
+    members = documents.select("doc_id", "n_chars", "quality_score", F.posexplode("band_keys").alias("band", "key"))
+    bucket = Window.partitionBy("band", "key").orderBy(*window_keep_order(settings.keep_order))
+    center = F.first("doc_id").over(bucket)
     windowed = (
         members.withColumn("center", center)
         .where(F.col("doc_id") != F.col("center"))
         .select(F.col("center").alias("src"), F.col("doc_id").alias("dst"))
         .distinct()
     )
-    pairs = candidate_pairs(signed)
+    pairs = candidate_pairs(documents.select("doc_id", "band_keys"), keep_ranks(documents, settings))
     assert sorted(pairs.collect()) == sorted(windowed.collect())
-    assert pairs.where(F.col("src") == "d00000").count() == BIG - 1
+    big_center = members.where("band = 0 AND key = 7").orderBy(*window_keep_order(settings.keep_order)).first()
+    assert pairs.where(F.col("src") == big_center["doc_id"]).count() == BIG - 1
     assert_no_window(pairs)
 
 

@@ -192,7 +192,7 @@ def test_catalog_tables_are_managed_and_their_schema_is_created_when_asked(spark
 
 def test_an_overwrite_keeps_the_declared_layout_that_delta_drops(spark, tmp_path):
     table = Lakehouse(spark, LakehouseConfig(root=str(tmp_path))).table(SILVER_DEDUP)
-    rows = spark.createDataFrame([("a", "a", 1, True), ("b", "a", 2, False)], SILVER_DEDUP.spark_schema())
+    rows = spark.createDataFrame([("a", "a", 1, True, None), ("b", "a", 2, False, "a")], SILVER_DEDUP.spark_schema())
     # Delta 4.0 itself drops a table's clustering keys on overwrite: what Table.overwrite has to make up for.
     table.create_if_missing()
     rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(table.path)

@@ -83,7 +83,7 @@ def maintained(spark, tmp_path_factory) -> Maintained:
     ).execute()
     merge_metrics = dict(gold.history(1).first()["operationMetrics"])
     old = lakehouse.table(SILVER_DEDUP)
-    rows = [("d0_0", "d0_0", 1, True), ("d0_1", "d0_1", 1, True)]
+    rows = [("d0_0", "d0_0", 1, True, None), ("d0_1", "d0_1", 1, True, None)]
     spark.createDataFrame(rows, SILVER_DEDUP.spark_schema()).write.format("delta").save(old.path)
 
     on_disk_before = files_on_disk(gold.path)

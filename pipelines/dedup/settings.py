@@ -39,7 +39,8 @@ class DedupConfig:
     # "full": decide every kept document afresh; "incremental": only documents not yet in silver.dedup, against the
     # stored signature index (falls back to full, saying why, when the index cannot be reused).
     mode: str = "full"
-    # Which document of a cluster is kept: first by these, then by the smallest doc_id.
+    # The order in which documents are considered for keeping (keep.py: best-first, a document is kept unless a kept
+    # one is its near-duplicate) and which member is each LSH bucket's star centre: by these, then the smallest doc_id.
     keep_order: tuple[str, ...] = ("quality_score desc", "n_chars desc")
 
     def __post_init__(self) -> None:

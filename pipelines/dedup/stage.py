@@ -1,10 +1,14 @@
 """The dedup stage: the documents the filter kept (silver.documents) -> silver.dedup (doc_id, cluster_id,
-cluster_size, keep), plus the signature index silver.dedup_signatures that incremental runs reuse.
+cluster_size, keep, duplicate_of), plus the signature index silver.dedup_signatures that incremental runs reuse.
 
 MinHash signatures in Spark tasks; LSH bands grouped by their 64-bit key; each bucket becomes star edges from its
-smallest doc_id (never all pairs, so a 10,000-copy bucket is 9,999 edges); candidate pairs optionally verified;
-connected components with large-star/small-star; one document kept per cluster by a configured, deterministic
-order. Nothing depends on partitioning: ids, keys, edges and the keep order are all content-defined.
+best-ranked member in the configured keep order (never all pairs, so a 10,000-copy bucket is 9,999 edges); candidate
+pairs optionally verified. The keep decision is greedy in keep order over the verified edges (keep.py): a document
+is kept unless a verified edge joins it to a better-ranked kept document, so every removed document names a kept
+near-duplicate (duplicate_of), and chains (A~B~C with A and C far apart) no longer remove C. Clusters (cluster_id,
+cluster_size) are the connected components of the verified edges: duplicate families for analysis, which may hold
+several kept documents. Nothing depends on partitioning: ids, keys, edges and the keep order are all
+content-defined.
 
 `mode: full` decides the whole corpus afresh; `mode: incremental` decides only documents not yet in silver.dedup
 against the stored index (see incremental.py), and falls back to a full run, saying why, when it cannot.
@@ -21,9 +25,10 @@ from pyspark.sql import functions as F
 from pipelines import reports
 from pipelines.dedup.components import connected_components
 from pipelines.dedup.incremental import deduplicate_batch, full_run_reason, new_documents
+from pipelines.dedup.keep import keep_decisions
 from pipelines.dedup.lsh import optimal_bands
 from pipelines.dedup.settings import DedupConfig
-from pipelines.dedup.steps import candidate_pairs, index_params, keep_key, signatures, verified
+from pipelines.dedup.steps import candidate_pairs, index_params, keep_ranks, signatures, verified
 from pipelines.lakehouse import Table
 from pipelines.stage import StageContext, StageSummary
 from pipelines.tables import SILVER_DEDUP, SILVER_DEDUP_SIGNATURES, SILVER_DOCUMENTS
@@ -108,7 +113,7 @@ def run_dedup(context: StageContext, settings: DedupConfig) -> DedupSummary:
                 staging.overwrite(signatures(new, settings, bands, rows))
                 signed = staging.read()
             with steps("decide"):
-                result = deduplicate_batch(new, signed, dedup, index, settings)
+                result = deduplicate_batch(documents, new, signed, dedup, index, settings)
             decided, candidates, pairs = result.decided, result.candidates, result.pairs
         with steps("summary"):
             summary = _summarize(decided, candidates, pairs, signed, documents, dedup, bands, rows)
@@ -132,27 +137,36 @@ def _full(
         index.overwrite(SILVER_DEDUP_SIGNATURES.conform(signatures(documents, settings, bands, rows)))
         signed = index.read()
     with steps("pairs"):
-        candidates = candidate_pairs(signed)
+        candidates = candidate_pairs(signed, keep_ranks(documents, settings))
         pairs = verified(candidates, signed, signed, settings).localCheckpoint()
-    with steps("components"):
+    with steps("decide"):
         clusters = assign_clusters(documents.select("doc_id", "n_chars", "quality_score"), pairs, settings)
         dedup.overwrite(SILVER_DEDUP.conform(clusters))
     return dedup.read(), candidates, pairs, signed
 
 
 def assign_clusters(documents: DataFrame, pairs: DataFrame, settings: DedupConfig) -> DataFrame:
-    """Every document with its cluster (smallest doc_id of its component; itself when alone) and the keep flag."""
+    """Every document with its cluster (smallest doc_id of its component; itself when alone), the keep flag and, for
+    a removed document, the kept document it duplicates (keep.py)."""
     components = connected_components(pairs)
     clustered = documents.join(components, documents.doc_id == components.node, "left").select(
         "doc_id", "n_chars", "quality_score", F.coalesce("component", "doc_id").alias("cluster_id")
     )
     # Aggregated, not windowed: a million-copy cluster is combined map-side instead of sorted in one task.
-    chosen = clustered.groupBy("cluster_id").agg(
-        F.count("*").alias("cluster_size"), F.min(keep_key(settings, clustered.schema))["doc_id"].alias("kept")
-    )
-    keep = (F.col("doc_id") == F.col("kept")).alias("keep")
-    return clustered.join(chosen, "cluster_id").select(
-        "doc_id", "n_chars", "quality_score", "cluster_id", "cluster_size", keep
+    sizes = clustered.groupBy("cluster_id").agg(F.count("*").alias("cluster_size"))
+    decisions = keep_decisions(pairs, keep_ranks(documents, settings))
+    return (
+        clustered.join(sizes, "cluster_id")
+        .join(decisions, "doc_id", "left")
+        .select(
+            "doc_id",
+            "n_chars",
+            "quality_score",
+            "cluster_id",
+            "cluster_size",
+            F.col("duplicate_of").isNull().alias("keep"),
+            "duplicate_of",
+        )
     )
 
 

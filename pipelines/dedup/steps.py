@@ -1,8 +1,9 @@
 """Spark steps shared by the full and the incremental dedup: signatures, LSH candidates, verification, keep order.
 
-Per-bucket and per-cluster choices are aggregations (groupBy, min), never windows: a window needs a whole group in
-one task, sorted, and one boilerplate bucket or a cluster of a million copies would then be one task. An aggregation
-is combined map-side first, so a huge group reaches its final task as one partial result per input partition.
+Per-bucket and per-document choices are aggregations (groupBy, min over the keep order), never windows: a window
+needs a whole group in one task, sorted, and one boilerplate bucket or a cluster of a million copies would then be
+one task. An aggregation is combined map-side first, so a huge group reaches its final task as one partial result
+per input partition.
 """
 
 from __future__ import annotations
@@ -45,16 +46,23 @@ def signatures(documents: DataFrame, settings: DedupConfig, bands: int, rows: in
 
 
 def band_rows(signed: DataFrame) -> DataFrame:
-    return signed.select("doc_id", F.posexplode("band_keys").alias("band", "key"))
+    """One row per band of each document: (doc_id, band, key), and `rank` when `signed` has it."""
+    carried = [name for name in ("rank",) if name in signed.columns]
+    return signed.select("doc_id", *carried, F.posexplode("band_keys").alias("band", "key"))
 
 
-def candidate_pairs(signed: DataFrame) -> DataFrame:
-    """(src, dst) pairs sharing a band key: each bucket is a star around its smallest doc_id (never all pairs)."""
-    members = band_rows(signed)
+def candidate_pairs(signed: DataFrame, ranks: DataFrame) -> DataFrame:
+    """(src, dst) pairs sharing a band key: each bucket is a star around its best-ranked member (never all pairs).
+    `ranks`: (doc_id, rank) of every signed document (`keep_ranks`).
+
+    The centre is the member the keep rule considers first, not an arbitrary one: in a bucket of exact copies it is
+    then kept and every other member removed as its duplicate. Around the smallest doc_id instead, a better-ranked
+    leaf would be kept, the centre removed, and the other leaves (with no edge to the kept one) all kept."""
+    members = band_rows(signed.join(ranks, "doc_id"))
     # A bucket of one document has no pair: dropping those here leaves only the shared keys to join back.
     centres = (
         members.groupBy("band", "key")
-        .agg(F.min("doc_id").alias("center"), F.count("*").alias("size"))
+        .agg(F.min("rank")["doc_id"].alias("center"), F.count("*").alias("size"))
         .where(F.col("size") > 1)
         .drop("size")
     )
@@ -83,10 +91,16 @@ def verified(pairs: DataFrame, sources: DataFrame, destinations: DataFrame, sett
     return pairs.join(left, "src").join(right, "dst").where(similarity >= settings.threshold).select("src", "dst")
 
 
+def keep_ranks(documents: DataFrame, settings: DedupConfig) -> DataFrame:
+    """(doc_id, n_chars, quality_score, ...) -> (doc_id, rank): the order in which documents are considered for
+    keeping (`keep_key`), for the LSH star centres and the keep rule (keep.py)."""
+    return documents.select("doc_id", keep_key(settings, documents.schema).alias("rank"))
+
+
 def keep_key(settings: DedupConfig, schema: StructType) -> Column:
     """A struct whose ascending order is the keep order (the configured items, nulls last, then the smallest doc_id:
-    a total order, so the choice never depends on layout). `min` of it over a cluster is the kept document's key,
-    and its `doc_id` field the kept document. `schema`: the frame's, whose column types say how to reverse a `desc`.
+    a total order, so the choice never depends on layout). `min` of it over a group is its first document's key, and
+    its `doc_id` field that document. `schema`: the frame's, whose column types say how to reverse a `desc`.
     """
     fields = []
     for position, item in enumerate(settings.keep_order):
