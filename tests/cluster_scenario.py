@@ -6,6 +6,7 @@ compared afterwards (Delta tables row for row through delta-rs, an independent r
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import yaml
@@ -165,6 +167,15 @@ def finish(process: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
     return process.returncode, output
 
 
+def finishing(process: subprocess.Popen) -> Callable[[], tuple[int, str]]:
+    """Starts reading `process`'s output now, so that a full pipe never stalls it while the caller does something
+    else; the call returned waits for its exit code and output (as `finish`)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(finish, process)
+    pool.shutdown(wait=False)
+    return future.result
+
+
 def run_dataprep(args: list[str], env: dict[str, str], timeout: float = 900) -> tuple[int, str, float]:
     """Exit code, output and seconds."""
     started = time.monotonic()
@@ -205,11 +216,14 @@ class ScenarioFailed(AssertionError):
     """A command of the scenario exited non-zero; the message holds the lines of its output worth reading."""
 
 
-def run_everywhere(work: str, cluster, s3_endpoint: str, env: dict[str, str]) -> ScenarioRun:
+def run_everywhere(
+    work: str, cluster, s3_endpoint: str, env: dict[str, str], local_alongside: bool = False
+) -> ScenarioRun:
     """The pipeline in local mode on local paths, on `cluster` over the bucket `lake` (corpus uploaded under
     `s3://lake/corpus`), and on the cluster again with worker 0 SIGKILLed in the middle of the filter stage; then
     two training steps and `dataprep verify` on the cluster run's output, from the bucket. The cluster configs spell
-    the bucket both ways (s3a:// and s3://), as users do."""
+    the bucket both ways (s3a:// and s3://), as users do. `local_alongside`: the local run goes on while the cluster
+    runs (the test's choice: its timings mean nothing then, a benchmark's do)."""
     mix, conf = f"{work}/mix.yaml", cluster_conf(s3_endpoint)
     run = ScenarioRun(
         write_config(f"{work}/local.yaml", f"{work}/local", f"{work}/corpus", "local[2]", f"{work}/local.db", mix),
@@ -218,9 +232,15 @@ def run_everywhere(work: str, cluster, s3_endpoint: str, env: dict[str, str]) ->
         write_config(f"{work}/killed.yaml", "s3://lake/killed", "s3a://lake/corpus", cluster.master_url,
                      f"{work}/killed.db", mix, conf),
     )  # fmt: skip
-    for name, config in (("local", run.local_config), ("cluster", run.cluster_config)):
+    local = finishing(start_dataprep(["run", "--config", run.local_config], env)) if local_alongside else None
+    runs = [("local", run.local_config)] if not local else []
+    for name, config in runs + [("cluster", run.cluster_config)]:
         output = _succeed(["run", "--config", config], env, run, name)
         run.stage_seconds[name] = stage_seconds(output)
+    if local:
+        code, output = local()
+        if code != 0:
+            raise ScenarioFailed(f"the local run exited {code}:\n{failure(output)}")
     started = time.monotonic()
     process = start_dataprep(["run", "--config", run.killed_config], env)
     head = []

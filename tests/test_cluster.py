@@ -40,7 +40,7 @@ def test_the_pipeline_on_a_cluster_over_object_storage_equals_local_mode_even_wh
         store = Storage(s3_endpoint=s3.endpoint)
         assert upload_tree(store, f"{work}/corpus", "s3://lake/corpus") == 12
         with standalone_cluster(workers=2, hidden_paths=hidden, env=env) as cluster:
-            run = run_everywhere(work, cluster, s3.endpoint, env)
+            run = run_everywhere(work, cluster, s3.endpoint, env, local_alongside=True)
         assert run.verify_output.rstrip().endswith("ok"), run.verify_output
 
         # Everything the cluster wrote is in the bucket, equal to what local mode wrote.

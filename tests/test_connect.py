@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import os
 
-from cluster_scenario import STAGE, failure, mds_digests, run_dataprep, table_rows, write_config, write_corpus
+from cluster_scenario import (
+    STAGE,
+    failure,
+    finishing,
+    mds_digests,
+    start_dataprep,
+    table_rows,
+    write_config,
+    write_corpus,
+)
 
 from pipelines.storage import Storage
 
@@ -25,8 +34,10 @@ def test_the_pipeline_through_spark_connect_writes_what_a_classic_run_writes(tmp
         configs[mode] = write_config(f"{work}/{mode}.yaml", root, corpus, "local[2]", mlflow_db, mix)
     os.makedirs(f"{work}/no-jars")
     environments = {"classic": {}, "connect": {"SPARK_REMOTE": spark_connect, "DATAPREP_DELTA_JARS": f"{work}/no-jars"}}
-    for mode, config in configs.items():
-        code, output, _ = run_dataprep(["run", "--config", config], environments[mode])
+    # The two runs are independent (own lakehouse, own MLflow store): side by side, as two users would run them.
+    runs = {mode: start_dataprep(["run", "--config", configs[mode]], env) for mode, env in environments.items()}
+    for mode, result in {mode: finishing(process) for mode, process in runs.items()}.items():
+        code, output = result()
         assert code == 0, f"{mode} run:\n{failure(output)}"
     assert table_rows(f"{work}/connect") == table_rows(f"{work}/classic")
     store = Storage()
