@@ -55,15 +55,16 @@ class Table:
         return True
 
     def create_if_missing(self) -> None:
-        """Creates the table as declared (columns, clustering keys, DECLARED_PROPERTIES), unless it exists; an existing
+        """Creates the table as declared (columns, clustering keys, declared_properties), unless it exists; an existing
         table gains the declared nullable columns it lacks (a column added to a declaration reaches tables made before
         it, as nulls). An existing table's layout is `apply_layout`'s business (`dataprep maintain`)."""
         spec = self._declared()
         clustering = f" CLUSTER BY {_clustering(spec.clustering)}" if spec.clustering else ""
+        properties = _properties(declared_properties(spec))
         location = f" LOCATION {sql_string(self.path)}" if self.full_name and self.path else ""
         self._create(
             f"CREATE TABLE IF NOT EXISTS {self.sql_name} ({spec.spark_schema().toDDL()}) USING DELTA{clustering}"
-            f" COMMENT {sql_string(spec.description)} TBLPROPERTIES ({_properties(DECLARED_PROPERTIES)}){location}"
+            f" COMMENT {sql_string(spec.description)} TBLPROPERTIES ({properties}){location}"
         )
         self._add_missing_columns()
 
@@ -78,7 +79,7 @@ class Table:
         )
 
     def apply_layout(self) -> list[str]:
-        """Gives an existing table its declared clustering keys and DECLARED_PROPERTIES where it lacks them (a table
+        """Gives an existing table its declared clustering keys and declared_properties where it lacks them (a table
         made before they were declared, or one an overwrite stripped of its keys); returns what changed: "clustering",
         "properties", or nothing. Metadata only: OPTIMIZE then clusters the files."""
         return retry_on_conflict(self._apply_layout, f"layout of {self.label}")
@@ -88,14 +89,14 @@ class Table:
         if "clustering" in changed:
             self.spark.sql(f"ALTER TABLE {self.sql_name} CLUSTER BY {_clustering(self._declared().clustering)}")
         if "properties" in changed:
-            self.spark.sql(f"ALTER TABLE {self.sql_name} SET TBLPROPERTIES ({_properties(DECLARED_PROPERTIES)})")
+            self.set_properties(declared_properties(self._declared()))
         return changed
 
     def layout_differences(self, detail: TableDetail) -> list[str]:
         """Where a table, as DESCRIBE DETAIL says it is, differs from its declared layout: "clustering" (other keys,
-        or none), "properties" (one of DECLARED_PROPERTIES unset or otherwise set)."""
+        or none), "properties" (one of declared_properties unset or otherwise set)."""
         differences = ["clustering"] if detail.clustering != self._declared().clustering else []
-        if any(detail.properties.get(key) != value for key, value in DECLARED_PROPERTIES.items()):
+        if any(detail.properties.get(key) != value for key, value in declared_properties(self._declared()).items()):
             differences.append("properties")
         return differences
 
@@ -141,6 +142,21 @@ class Table:
             if not {f.name for f in missing} <= set(self.read().columns):
                 raise
 
+    def set_properties(self, properties: Mapping[str, str]) -> None:
+        self.spark.sql(f"ALTER TABLE {self.sql_name} SET TBLPROPERTIES ({_properties(properties)})")
+
+    def changes(self, start: int, end: int) -> DataFrame:
+        """Delta's change data feed of versions `start` to `end`, both included: every row a commit inserted,
+        deleted or updated, with its `_change_type` (insert, delete, update_preimage, update_postimage) and
+        `_commit_version`. Only those commits' files are read."""
+        reader = (
+            self.spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", start)
+            .option("endingVersion", end)
+        )
+        return reader.table(self.quoted_name) if self.full_name else reader.load(self.path)
+
     def read(self) -> DataFrame:
         if self.full_name:
             return self.spark.read.table(self.quoted_name)
@@ -154,8 +170,10 @@ class Table:
             self.create_if_missing()  # the comment and properties, which an overwrite keeps
         writer = frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
         self._save(writer)
-        if self.spec is not None:
-            self.apply_layout()
+        if self.spec is not None and self.spec.clustering:
+            # Always dropped, so declared again without asking DESCRIBE DETAIL first (one metadata commit).
+            statement = f"ALTER TABLE {self.sql_name} CLUSTER BY {_clustering(self.spec.clustering)}"
+            retry_on_conflict(lambda: self.spark.sql(statement), f"layout of {self.label}")
 
     def append(self, frame: DataFrame, commit_metadata: str | None = None) -> None:
         """Appends rows; `commit_metadata` tags the commit (Delta's userMetadata) so that `commit_metrics` finds it."""
@@ -255,10 +273,18 @@ def _and(condition: str | None) -> str:
     return f" AND ({condition})" if condition else ""
 
 
-# Every declared table's properties. Deletion vectors: a MERGE, UPDATE or DELETE marks the rows it replaces or removes
-# in a small side file instead of rewriting every data file that holds one of them (and with it the `text` of all
-# their other rows); OPTIMIZE purges the marked rows later.
-DECLARED_PROPERTIES = {"delta.enableDeletionVectors": "true"}
+CHANGE_FEED = "delta.enableChangeDataFeed"
+
+
+def declared_properties(spec: TableSpec) -> dict[str, str]:
+    """A declared table's properties. Deletion vectors, everywhere: a MERGE, UPDATE or DELETE marks the rows it
+    replaces or removes in a small side file instead of rewriting every data file that holds one of them (and with it
+    the `text` of all their other rows); OPTIMIZE purges the marked rows later. The change data feed where the
+    declaration asks for it (TableSpec.change_feed)."""
+    properties = {"delta.enableDeletionVectors": "true"}
+    if spec.change_feed:
+        properties[CHANGE_FEED] = "true"
+    return properties
 
 
 def _clustering(columns: tuple[str, ...]) -> str:

@@ -35,6 +35,9 @@ class TableSpec:
     # files out by them, so that each file holds a narrow range of keys and a MERGE or lookup on them reads and
     # rewrites few files. Empty: no clustering.
     clustering: tuple[str, ...] = ()
+    # Delta's change data feed on: a later stage reads only what changed since it last caught up (pipelines/changes.py)
+    # instead of the whole table. Inserts cost nothing extra; an update or delete also writes the changed rows' images.
+    change_feed: bool = False
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.clustering if name not in self.column_names]
@@ -92,9 +95,13 @@ def spark_schema(schema: pa.Schema, comments: dict[str, str] | None = None) -> S
 
 
 def _table(
-    name: str, description: str, *columns: tuple[str, pa.DataType, bool, str], clustering: tuple[str, ...] = ()
+    name: str,
+    description: str,
+    *columns: tuple[str, pa.DataType, bool, str],
+    clustering: tuple[str, ...] = (),
+    change_feed: bool = False,
 ) -> TableSpec:
-    return TableSpec(name, description, tuple(Column(*column) for column in columns), clustering)
+    return TableSpec(name, description, tuple(Column(*column) for column in columns), clustering, change_feed)
 
 
 STRING, TEXT, INT, LONG, DOUBLE, BOOL = pa.string(), pa.large_string(), pa.int32(), pa.int64(), pa.float64(), pa.bool_()
@@ -116,8 +123,9 @@ BRONZE_DOCUMENTS = _table(
     ("run_id", STRING, False, "MLflow run id of the ingest that last wrote the row"),
     ("ingested_at", TIMESTAMP, False, "start of that ingest run, UTC"),
     # Ingest MERGEs on (source, locator), its only selective access: a run over one source's new files touches that
-    # source's files only. Later stages read bronze whole (anti-joins by doc_id), which no layout prunes.
+    # source's files only. The filter reads what ingest changed from the change data feed, not the whole table.
     clustering=("source", "locator"),
+    change_feed=True,
 )
 
 BRONZE_QUARANTINE = _table(

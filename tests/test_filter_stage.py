@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from dataprep.runner import run_stage
+from pipelines import changes
 from pipelines.filter.signals import FAMILIES, current_versions
 from pipelines.filter.stage import redecide
 from pipelines.lakehouse import Lakehouse, sql_string
@@ -223,7 +224,16 @@ def test_a_changed_bronze_document_replaces_its_silver_row(spark, filtered, writ
     run_stage("ingest", spark, config, only=["repo"])
     summary = run_stage("filter", spark, config)
     assert (summary.removed, summary.computed) == (1, 1) and summary.reconciles
+    assert summary.read.startswith("the changes to bronze.documents in versions"), summary.read  # not all of it
     assert "b + a" in silver_rows(spark, config)[("repo", "good.py")].text
+    # What a run reading all of bronze makes of it is the same.
+    lakehouse = Lakehouse(spark, config.lakehouse)
+    silver = lakehouse.table("silver.documents")
+    read_by_changes = sorted(tuple(row) for row in silver.read().drop("run_id", "processed_at").collect())
+    silver.drop()
+    whole = run_stage("filter", spark, config)
+    assert whole.read.startswith("all of bronze.documents (silver.documents records no version")
+    assert sorted(tuple(row) for row in silver.read().drop("run_id", "processed_at").collect()) == read_by_changes
 
 
 def test_decisions_and_scores_do_not_depend_on_partitioning(spark, filtered, tmp_path, write_corpus, configure):
@@ -263,6 +273,7 @@ def test_a_new_signal_reaches_the_documents_already_in_silver_and_its_rule_takes
         f"UPDATE {silver.sql_name} SET signals = map_filter(signals, (k, v) -> NOT startswith(k, 'fineweb_')), "
         "signal_versions = map_filter(signal_versions, (k, v) -> k != 'fineweb') WHERE kind = 'text'"
     )
+    changes.forget(silver, lakehouse.table("bronze.documents"))  # that version recorded other signal versions
     *_, reasons = redecide(lakehouse, config.filter, dry_run=True)
     assert "fineweb_line_punct" not in reasons  # a missing signal drops nothing: the bug this guards against
 
@@ -293,6 +304,8 @@ def test_a_bumped_signal_version_recomputes_exactly_the_rows_computed_with_the_o
         "map_concat(map_filter(signal_versions, (k, v) -> k != 'c4'), map('c4', 0)) "
         f"WHERE doc_id IN ({', '.join(sql_string(doc_id) for doc_id in outdated)})"
     )
+    # The run that computed those rows recorded the signal versions it ran under, which are not today's.
+    changes.forget(silver, Lakehouse(spark, config.lakehouse).table("bronze.documents"))
 
     summary = run_stage("filter", spark, config)
     after = {row.doc_id: row for row in silver.read().collect()}

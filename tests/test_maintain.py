@@ -16,7 +16,7 @@ import yaml
 
 from dataprep.cli import EXIT_BAD_INPUT, main
 from dataprep.config import load_config, parse_config
-from pipelines.lakehouse import Lakehouse, TableDetail
+from pipelines.lakehouse import CHANGE_FEED, Lakehouse, TableDetail
 from pipelines.maintain import RETENTION_CHECK, MaintainSummary, TableUpkeep, run_maintain
 from pipelines.settings import ConfigError
 from pipelines.tables import BRONZE_DOCUMENTS, GOLD_TOKEN_STATS, GOLD_TOKENS, SILVER_DEDUP, TABLES, TableSpec
@@ -117,13 +117,15 @@ def upkeep_of(summary: MaintainSummary, label: str) -> TableUpkeep:
     return next(upkeep for upkeep in summary.tables if upkeep.table == label)
 
 
-def test_tables_are_created_with_their_declared_clustering_keys_and_deletion_vectors(spark, tmp_path):
+def test_tables_are_created_with_their_declared_clustering_keys_deletion_vectors_and_change_feed(spark, tmp_path):
     lakehouse = Lakehouse(spark, load_config(write_config(tmp_path, {})).lakehouse)
-    for spec in (BRONZE_DOCUMENTS, GOLD_TOKEN_STATS):  # two keys, and none; one key: gold.tokens, found as declared
+    # two keys and a change feed; no key and no feed (one key: gold.tokens, found as declared)
+    for spec, feed in ((BRONZE_DOCUMENTS, "true"), (GOLD_TOKEN_STATS, None)):
         table = lakehouse.table(spec)
         table.create_if_missing()
         detail = table.detail()
         assert detail.clustering == spec.clustering and detail.properties[DELETION_VECTORS] == "true", spec.name
+        assert detail.properties.get(CHANGE_FEED) == feed, spec.name
     assert lakehouse.table(BRONZE_DOCUMENTS).detail().clustering == ("source", "locator")
 
 

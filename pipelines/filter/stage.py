@@ -3,7 +3,10 @@
 Incremental and idempotent: signals are computed for the bronze documents silver has not seen (by doc_id) and
 recomputed for the rows whose signals are outdated (a signal family added or changed since, see filter/signals.py),
 rows whose bronze document is gone are removed, and decisions are re-derived for every row from stored signals,
-writing only the rows whose decision changed. Every bronze document has exactly one silver row, kept or dropped with
+writing only the rows whose decision changed. Which bronze documents are new or gone is read from bronze's change
+feed since the version silver records having caught up with (pipelines/changes.py), not from the whole table; the
+whole table is read, saying why (summary, MLflow tag), when that cannot be done or the signal versions
+changed. Every bronze document has exactly one silver row, kept or dropped with
 its reasons: silver rows = kept + dropped, and bronze rows = silver rows after each run.
 """
 
@@ -20,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pipelines import reports, storage
+from pipelines import changes, reports, storage
 from pipelines.filter import quality
 from pipelines.filter.decide import with_decisions, with_exact_duplicates
 from pipelines.filter.settings import FilterConfig
@@ -41,6 +44,7 @@ _DECISION_COLUMNS = ["duplicate_of", "keep", "drop_reasons"]
 class FilterSummary(StageSummary):
     bronze_rows: int
     silver_rows: int
+    read: str  # what of bronze the run read: the changes since it last caught up, or all of it and why
     computed: int  # new documents whose signals this run computed
     recomputed: int  # silver rows whose outdated signals this run computed again
     removed: int  # silver rows whose bronze document is gone
@@ -64,6 +68,7 @@ class FilterSummary(StageSummary):
             f"filter run {self.run_id} ({self.timing()})",
             f"bronze {self.bronze_rows} = silver {self.silver_rows} = kept {self.kept} + dropped {self.dropped}"
             f"  {'ok' if self.reconciles else 'MISMATCH'}",
+            f"read {self.read}",
             f"signals computed for {self.computed} new documents, recomputed for {self.recomputed} outdated rows; "
             f"{self.removed} stale rows removed; decisions flipped: {self.flipped_to_drop} keep->drop, "
             f"{self.flipped_to_keep} drop->keep",
@@ -123,17 +128,29 @@ def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: b
     params.update({f"signals.{family.name}": family.version for family in FAMILIES if family.versioned})
     mlflow.log_params(params)
     with steps("signals"):
-        removed = _remove_stale(silver, bronze)
+        fingerprint = _signals_fingerprint()
+        caught_up = changes.catch_up(silver, bronze, fingerprint)
+        read = caught_up.describe(bronze)
+        mlflow.set_tag("dataprep.filter_read", read)
+        if caught_up.whole:
+            removed = _remove_stale(silver, bronze)
+            current = silver.read().where(signals_up_to_date()).select("doc_id")
+            pending = bronze.read().select(*_BRONZE_COLUMNS).join(current, "doc_id", "left_anti")
+        else:
+            present, gone = changes.net_changes(bronze, caught_up, "doc_id")
+            removed = _remove(silver, gone)
+            pending = present.select(*_BRONZE_COLUMNS)
         computed, recomputed = _compute_signals(
-            lakehouse, bronze, silver, settings.language_model, context.run_id, context.started_at
+            lakehouse, pending, silver, settings.language_model, context.run_id, context.started_at
         )
+        changes.record(silver, bronze, caught_up, fingerprint)
     with steps("decide"):
         _apply_decisions(silver, settings)  # the bootstrap labels of the quality model are these decisions
     with steps("quality"):
         model = _quality_model(lakehouse, bronze, silver, settings, context.run_id, retrain_quality)
     with steps("decide"):
         flips = _apply_decisions(silver, settings)
-    return _summarize(bronze, silver, computed, recomputed, removed, flips, model)
+    return _summarize(bronze, silver, read, computed, recomputed, removed, flips, model)
 
 
 def redecide(lakehouse: Lakehouse, settings: FilterConfig, dry_run: bool = False) -> tuple[int, int, dict[str, int]]:
@@ -146,12 +163,22 @@ def redecide(lakehouse: Lakehouse, settings: FilterConfig, dry_run: bool = False
     return flips + (_reasons(silver.read()),)
 
 
+def _signals_fingerprint() -> str:
+    """What silver's signals depend on besides bronze: the version of every signal family, per kind."""
+    kinds = sorted({kind for family in FAMILIES for kind in family.kinds})
+    versions = {kind: ",".join(f"{n}={v}" for n, v in sorted(current_versions(kind).items())) for kind in kinds}
+    return ";".join(f"{kind}:{listed}" for kind, listed in versions.items())
+
+
 def _remove_stale(silver: Table, bronze: Table) -> int:
     """Deletes silver rows whose doc_id left bronze (a changed document has a new doc_id)."""
-    stale = silver.read().select("doc_id").join(bronze.read().select("doc_id"), "doc_id", "left_anti")
-    if stale.isEmpty():
+    return _remove(silver, silver.read().select("doc_id").join(bronze.read().select("doc_id"), "doc_id", "left_anti"))
+
+
+def _remove(silver: Table, doc_ids: DataFrame) -> int:
+    if doc_ids.isEmpty():
         return 0
-    return silver.merge(stale, "t.doc_id = s.doc_id").when_matched_delete().execute()["num_deleted_rows"]
+    return silver.merge(doc_ids, "t.doc_id = s.doc_id").when_matched_delete().execute()["num_deleted_rows"]
 
 
 def signals_up_to_date(table: str = "") -> str:
@@ -170,12 +197,11 @@ def signals_up_to_date(table: str = "") -> str:
 
 
 def _compute_signals(
-    lakehouse: Lakehouse, bronze: Table, silver: Table, language_model: str | None, run_id: str, at: datetime
+    lakehouse: Lakehouse, pending: DataFrame, silver: Table, language_model: str | None, run_id: str, at: datetime
 ) -> tuple[int, int]:
-    """Signals of the bronze documents without an up-to-date silver row: inserted when new, replacing the outdated
-    ones otherwise (their quality score too, so it is scored again on the new row). Returns (inserted, replaced)."""
-    current = silver.read().where(signals_up_to_date()).select("doc_id")
-    pending = bronze.read().select(*_BRONZE_COLUMNS).join(current, "doc_id", "left_anti")
+    """Signals of the `pending` bronze rows: inserted when new, replacing outdated ones otherwise (their quality
+    score too, so it is scored again on the new row); a row already up to date is left alone. Returns (inserted,
+    replaced)."""
     staging = lakehouse.staging(f"filter_{run_id}")
     try:
         task = functools.partial(signals_partition, language_model=language_model, store=lakehouse.storage)
@@ -339,6 +365,7 @@ def _score(silver: Table, model: quality.TrainedModel, store: Storage) -> None:
 def _summarize(
     bronze: Table,
     silver: Table,
+    read: str,
     computed: int,
     recomputed: int,
     removed: int,
@@ -352,6 +379,7 @@ def _summarize(
     return FilterSummary(
         bronze_rows=bronze.read().count(),
         silver_rows=totals["rows"],
+        read=read,
         computed=computed,
         recomputed=recomputed,
         removed=removed,

@@ -1,0 +1,104 @@
+"""What changed in a source table since a stage last caught up with it, read from Delta's change data feed.
+
+A stage that derives its table from a source table (the filter: silver.documents from bronze.documents) records, in
+its own table's properties, the source version it has caught up with and a fingerprint of what its rows depend on
+besides the source (the filter: the versions of its signals). The next run reads the feed of the commits since then,
+never the whole source. When it cannot, `catch_up` says why and the stage reads the whole source as before: nothing
+recorded yet, another fingerprint, a source that was replaced (its version went back), or a feed that does not reach
+back that far (turned on later, or its files vacuumed). The record is written after the stage's own commits, so a run
+that dies reads the same changes again, which the stages' MERGEs make harmless.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipelines.lakehouse import CHANGE_FEED, Table, retry_on_conflict
+
+_PROPERTY = "dataprep.caughtUp."  # + the source's label: "<version> <fingerprint>"
+_PRESENT = ("insert", "update_postimage")  # change types after which the row is in the table
+_FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """What a run reads of its source: versions `start` to `end` of the feed, or (`start` None) the whole table."""
+
+    end: int  # the source's version when the run began: what it catches up to
+    start: int | None  # first version whose commits are read; end + 1 when nothing changed
+    reason: str = ""  # why the whole source is read
+    recorded: str | None = None  # the progress the target recorded when the run began
+
+    @property
+    def whole(self) -> bool:
+        return self.start is None
+
+    def describe(self, source: Table) -> str:
+        if self.whole:
+            return f"all of {source.label} ({self.reason})"
+        if self.start > self.end:
+            return f"nothing of {source.label} (caught up with version {self.end})"
+        return f"the changes to {source.label} in versions {self.start}-{self.end}"
+
+
+def catch_up(target: Table, source: Table, fingerprint: str) -> CatchUp:
+    """Where a run deriving `target` from `source` under `fingerprint` starts reading."""
+    end = source.version()
+    if source.detail().properties.get(CHANGE_FEED) != "true":
+        return CatchUp(end, None, f"{source.label} has no change data feed (`dataprep maintain` turns it on)")
+    recorded = target.detail().properties.get(_PROPERTY + source.label)
+    if recorded is None:
+        return CatchUp(end, None, f"{target.label} records no version of {source.label} yet")
+    plan = functools.partial(CatchUp, end, recorded=recorded)
+    version_text, _, seen = recorded.partition(" ")
+    if seen != fingerprint:
+        return plan(None, f"{target.label} was derived under {seen!r}, now {fingerprint!r}")
+    version = int(version_text)
+    if version > end:
+        return plan(None, f"{source.label} is at version {end}, before the {version} last read: replaced")
+    if version == end:
+        return plan(end + 1)
+    try:
+        # A feed that does not cover the range fails when its files are listed (this reads one file at most).
+        source.changes(version + 1, end).limit(1).count()
+    except AnalysisException as error:  # DELTA_MISSING_CHANGE_DATA, or versions no longer in the log
+        return plan(None, f"the change feed of {source.label} does not cover versions {version + 1}-{end} "
+                          f"({error.getCondition() or str(error).splitlines()[0]})")  # fmt: skip
+    return plan(version + 1)
+
+
+def record(target: Table, source: Table, caught_up: CatchUp, fingerprint: str) -> None:
+    """Notes on `target` that it is derived from `source` up to `caught_up.end` under `fingerprint` (no commit when
+    that is what it already says: a run that found nothing new leaves the table as it was)."""
+    value = f"{caught_up.end} {fingerprint}"
+    if value == caught_up.recorded:
+        return
+    retry_on_conflict(lambda: target.set_properties({_PROPERTY + source.label: value}), f"progress of {target.label}")
+
+
+def forget(target: Table, source: Table) -> None:
+    """Drops `target`'s record of `source`: its next run reads the whole source. For a target edited outside its
+    stage (an UPDATE by hand), whose rows the record no longer describes."""
+    target.spark.sql(f"ALTER TABLE {target.sql_name} UNSET TBLPROPERTIES IF EXISTS ('{_PROPERTY + source.label}')")
+
+
+def net_changes(source: Table, caught_up: CatchUp, key: str) -> tuple[DataFrame, DataFrame]:
+    """(present, removed) over the commits of `caught_up`: the newest image of every row they inserted or updated
+    that is in the table at `end` (the source's columns), and the `key`s they took out of it. A key changed several
+    times counts once, as it ended."""
+    if caught_up.start > caught_up.end:
+        empty = source.read().limit(0)
+        return empty, empty.select(key)
+    feed = source.changes(caught_up.start, caught_up.end)
+    # Per key, its last change: the newest commit, and in it the image that stays (an update's postimage).
+    last = F.max(F.struct(F.col("_commit_version"), F.col("_change_type").isin(*_PRESENT).alias("present")))
+    ends = feed.groupBy(key).agg(last.alias("last")).select(key, "last.*")
+    present_keys = ends.where("present").select(key, "_commit_version")
+    images = feed.where(F.col("_change_type").isin(*_PRESENT)).join(present_keys, [key, "_commit_version"])
+    removed = ends.where(~F.col("present")).select(key)
+    return images.drop(*_FEED_COLUMNS), removed
