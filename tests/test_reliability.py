@@ -24,7 +24,7 @@ from dataprep.config import load_config
 from pipelines import run_report
 
 # Each entered once per run; the run before the last of them has committed everything up to it.
-FAILPOINTS = ["ingest.merge_quarantine", "filter.decide", "dedup.components", "tokenize.stats", "mds.publish"]
+FAILPOINTS = ["ingest.merge_quarantine", "filter.decide", "dedup.decide", "tokenize.stats", "mds.publish"]
 # Columns naming the MLflow run that wrote a row (or trained the quality model that scored it): provenance, not data.
 RUN_REFERENCES = {"run_id", "quality_model"}
 STDLIB_MODULES = ["bisect.py", "colorsys.py", "fnmatch.py", "glob.py", "heapq.py", "keyword.py", "shlex.py"]
