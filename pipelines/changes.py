@@ -97,7 +97,9 @@ def net_changes(source: Table, caught_up: CatchUp, key: str) -> tuple[DataFrame,
     feed = source.changes(caught_up.start, caught_up.end)
     # Per key, its last change: the newest commit, and in it the image that stays (an update's postimage).
     last = F.max(F.struct(F.col("_commit_version"), F.col("_change_type").isin(*_PRESENT).alias("present")))
-    ends = feed.groupBy(key).agg(last.alias("last")).select(key, "last.*")
+    # Materialised (one row per changed key): both results and every action on them would otherwise read the feed
+    # and aggregate it again.
+    ends = feed.groupBy(key).agg(last.alias("last")).select(key, "last.*").localCheckpoint()
     present_keys = ends.where("present").select(key, "_commit_version")
     images = feed.where(F.col("_change_type").isin(*_PRESENT)).join(present_keys, [key, "_commit_version"])
     removed = ends.where(~F.col("present")).select(key)
