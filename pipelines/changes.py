@@ -87,6 +87,13 @@ def forget(target: Table, source: Table) -> None:
     target.spark.sql(f"ALTER TABLE {target.sql_name} UNSET TBLPROPERTIES IF EXISTS ('{_PROPERTY + source.label}')")
 
 
+def changed_keys(source: Table, caught_up: CatchUp, key: str) -> DataFrame:
+    """The distinct `key`s of every row the commits of `caught_up` inserted, updated or deleted (one column)."""
+    if caught_up.start > caught_up.end:
+        return source.read().select(key).limit(0)
+    return source.changes(caught_up.start, caught_up.end).select(key).distinct()
+
+
 def net_changes(source: Table, caught_up: CatchUp, key: str) -> tuple[DataFrame, DataFrame]:
     """(present, removed) over the commits of `caught_up`: the newest image of every row they inserted or updated
     that is in the table at `end` (the source's columns), and the `key`s they took out of it. A key changed several

@@ -172,7 +172,9 @@ SILVER_DOCUMENTS = _table(
         "family -> version of the signals",
     ),
     # Every MERGE into it (stale rows, signals, decisions) and every join from dedup, tokenize and MDS is on doc_id.
+    # Tokenize reads which documents the filter decided anew from the change data feed, not the whole table.
     clustering=("doc_id",),
+    change_feed=True,
 )
 
 SILVER_DEDUP = _table(
@@ -187,8 +189,9 @@ SILVER_DEDUP = _table(
     # Nullable and last: a table written before it gains it as nulls (Table.create_if_missing); an incremental run
     # over such a table runs in full instead (pipelines/dedup/incremental.py).
     ("duplicate_of", STRING, True, "removed: the best-ranked kept document joined to it by a verified edge"),
-    # Incremental dedup MERGEs on doc_id; tokenize joins it to silver.documents on doc_id.
+    # Incremental dedup MERGEs on doc_id; tokenize reads which decisions changed from the change data feed.
     clustering=("doc_id",),
+    change_feed=True,
 )
 
 SILVER_DEDUP_SIGNATURES = _table(

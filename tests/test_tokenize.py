@@ -10,6 +10,7 @@ import pytest
 import tiktoken
 
 from dataprep.runner import run_stage
+from pipelines import changes
 from pipelines.lakehouse import Lakehouse
 from pipelines.tokenize.tasks import encode_texts
 from pipelines.tokenize.tokenizer import (
@@ -165,6 +166,7 @@ def test_stage_tokenizes_kept_documents_once_and_follows_later_decisions(spark, 
     # the MLflow report (input datasets, tables) adds no model-schema hints to the stage's output
     assert not [w for w in caught if "Inferred schema" in str(w.message)], [str(w.message)[:80] for w in caught]
     assert (first.selected, first.filter_dropped, first.dedup_removed, first.tokenized) == (3, 1, 1, 3)
+    assert first.read.startswith("all of") and first.examined == 5
     gold = {row.doc_id: row for row in lakehouse.table("gold.tokens").read().collect()}
     texts = {d[0]: d[4] for d in documents}
     for doc_id, row in gold.items():
@@ -177,19 +179,40 @@ def test_stage_tokenizes_kept_documents_once_and_follows_later_decisions(spark, 
 
     versions = lakehouse.table("gold.tokens").version(), lakehouse.table("gold.token_stats").version()
     rerun = run_stage("tokenize", spark, config)
-    assert (rerun.tokenized, rerun.deleted) == (0, 0) and rerun.reconciles
+    assert (rerun.tokenized, rerun.deleted, rerun.examined) == (0, 0, 0) and rerun.reconciles
+    assert rerun.read.count("nothing of") == 2, rerun.read
     assert (lakehouse.table("gold.tokens").version(), lakehouse.table("gold.token_stats").version()) == versions
 
-    documents[1] = ("b", "web", "text", "fr", "Bonjour le monde, ça va ?", True, False)  # dedup now removes b
-    documents.append(("f", "web", "text", "en", "A new document arrives.", True, True))
-    write_tables(spark, config, documents)
+    # dedup now removes b; f arrives, kept by both: the run looks at these two only (the tables' change feeds)
+    silver, dedup = lakehouse.table("silver.documents"), lakehouse.table("silver.dedup")
+    spark.sql(f"UPDATE {dedup.sql_name} SET keep = false WHERE doc_id = 'b'")
+    silver.append(spark.createDataFrame([("f", "web", "text", "en", "A new document arrives.", True)],
+                                        silver.read().schema))  # fmt: skip
+    dedup.append(spark.createDataFrame([("f", "f", 1, True)], dedup.read().schema))
     third = run_stage("tokenize", spark, config)
-    assert (third.tokenized, third.deleted, third.gold_documents) == (1, 1, 3) and third.reconciles
+    assert (third.tokenized, third.deleted, third.gold_documents, third.examined) == (1, 1, 3, 2), third.format()
+    assert third.reconciles and (third.selected, third.dedup_removed) == (3, 2)
+    assert "the changes to silver.documents" in third.read and "the changes to silver.dedup" in third.read
     assert {r.doc_id for r in lakehouse.table("gold.tokens").read().collect()} == {"a", "c", "f"}
+
+    # without the record of what it caught up with, a run examines every document and finds nothing else to do
+    for source in (silver, dedup):
+        changes.forget(lakehouse.table("gold.tokens"), source)
+    whole = run_stage("tokenize", spark, config)
+    assert (whole.tokenized, whole.deleted, whole.examined) == (0, 0, 6) and whole.read.count("all of") == 2
+    assert (whole.selected, whole.filter_dropped, whole.dedup_removed) == (3, 1, 2)
 
 
 def test_stage_refuses_documents_dedup_has_not_decided(spark, tmp_path, make_config):
     config = make_config(str(tmp_path), [{"name": "web", "format": "text", "paths": [str(tmp_path)]}])
     write_tables(spark, config, [("a", "web", "text", "en", "some text", True, None)])
-    with pytest.raises(RuntimeError, match="run the dedup stage first"):
+    with pytest.raises(RuntimeError, match="1 kept documents it has not decided, 0 .* run the dedup stage first"):
+        run_stage("tokenize", spark, config)
+    # the filter drops b after dedup kept it (dedup may have removed b's near-duplicates in its favour)
+    write_tables(spark, config, [("a", "web", "text", "en", "some text", True, True),
+                                 ("b", "web", "text", "en", "more text", True, True)])  # fmt: skip
+    assert run_stage("tokenize", spark, config).tokenized == 2
+    silver = Lakehouse(spark, config.lakehouse).table("silver.documents")
+    spark.sql(f"UPDATE {silver.sql_name} SET keep = false WHERE doc_id = 'b'")
+    with pytest.raises(RuntimeError, match="0 kept documents it has not decided, 1 decided that the filter no longer"):
         run_stage("tokenize", spark, config)

@@ -3,7 +3,10 @@ plus gold.token_stats (tokens and bytes per token by source, kind and language).
 
 Encoding happens in Spark tasks over Arrow batches (tasks.py), with the tokenizer built once per Python worker.
 Reruns encode only the documents not yet in gold.tokens (appended; the commit's row count is checked) and delete the
-rows of documents that are no longer kept, so gold.tokens always equals the current selection. Reconciliation:
+rows of documents that are no longer kept, so gold.tokens always equals the current selection. They look only at the
+documents whose filter or dedup decision changed since the last run, read from the change data feeds of
+silver.documents and silver.dedup (pipelines/changes.py; gold.tokens records the versions it caught up with), and at
+every document when a feed cannot say (the first run, a feed turned on later or vacuumed). Reconciliation:
 every silver row is tokenized, dropped by the filter (reasons in silver.documents) or removed by dedup (reason:
 near duplicate).
 """
@@ -18,7 +21,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines import reports
+from pipelines import changes, reports
 from pipelines.lakehouse import Table
 from pipelines.stage import StageContext, StageSummary
 from pipelines.tables import GOLD_TOKEN_STATS, GOLD_TOKENS, SILVER_DEDUP, SILVER_DOCUMENTS
@@ -32,10 +35,12 @@ _BROADCAST_IDS = 500_000
 
 @dataclass
 class TokenizeSummary(StageSummary):
+    read: str  # what of silver.documents and silver.dedup the run read: their changes since the last run, or all
     silver_documents: int
     filter_dropped: int
     dedup_removed: int
     selected: int  # kept by both: what gold.tokens must hold
+    examined: int  # documents whose outcome the run looked at: those with a changed decision, or all
     tokenized: int  # encoded by this run
     deleted: int  # gold rows of documents no longer selected
     gold_documents: int
@@ -52,6 +57,7 @@ class TokenizeSummary(StageSummary):
         rate = self.bytes / 1e6 / self.seconds if self.seconds else 0.0
         lines = [
             f"tokenize run {self.run_id} ({self.timing()})",
+            f"read {self.read}; examined {self.examined} documents",
             f"silver {self.silver_documents} = gold {self.selected} + filter-dropped {self.filter_dropped} + "
             f"dedup-removed {self.dedup_removed}  {'ok' if self.reconciles else 'MISMATCH'}",
             f"encoded {self.tokenized} documents, {self.tokens} tokens from {self.bytes / 1e6:.1f} MB "
@@ -92,10 +98,17 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
     mlflow.log_params({f"tokenize.{key}": value for key, value in vars(settings).items()} | {"tokenizer": NAME})
     gold.create_if_missing()
     with steps("select"):
-        counts, classified = _classify(silver.read(), dedup.read(), gold.read())
-        new_ids = classified.where(F.col("new")).select("doc_id")
-        stale = classified.where(F.col("stale")).select("doc_id")
-        to_encode, to_delete = counts["new"], counts["stale"]
+        sources = [(source, changes.catch_up(gold, source, NAME)) for source in (silver, dedup)]
+        read = "; ".join(caught_up.describe(source) for source, caught_up in sources)
+        mlflow.set_tag("dataprep.tokenize_read", read)
+        scope = None  # every document
+        if not any(caught_up.whole for _, caught_up in sources):
+            # Only documents whose filter or dedup decision changed since the last run can have become new or stale:
+            # gold.tokens equalled the selection then.
+            keys = [changes.changed_keys(source, caught_up, "doc_id") for source, caught_up in sources]
+            scope = keys[0].unionByName(keys[1]).distinct().localCheckpoint()
+        examined, new_ids, stale, to_encode, to_delete = _classify(silver.read(), dedup.read(), gold.read(), scope)
+        counts = _totals(silver.read(), dedup.read())
         selected = silver.read().select("doc_id", "source", "kind", F.col("language").alias("lang"), "text")
     encoded = {"tokens": 0, "bytes": 0}
     if to_encode:
@@ -107,15 +120,19 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
     if to_delete:
         with steps("delete"):
             gold.merge(stale, "t.doc_id = s.doc_id").when_matched_delete().execute()
+    for source, caught_up in sources:  # after the commits: a run that dies reads the same changes again
+        changes.record(gold, source, caught_up, NAME)
     with steps("stats"):
         if to_encode or to_delete or not stats.exists():
             stats.overwrite(token_stats(gold.read()))
         by_slice = [row.asDict() for row in stats.read().orderBy("source", "kind", "lang").collect()]
     return TokenizeSummary(
+        read=read,
         silver_documents=counts["silver"],
         filter_dropped=counts["filter_dropped"],
         dedup_removed=counts["dedup_removed"],
         selected=counts["selected"],
+        examined=examined,
         tokenized=to_encode,
         deleted=to_delete,
         gold_documents=gold.read().count(),
@@ -125,37 +142,55 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
     )
 
 
-def _classify(silver: DataFrame, dedup: DataFrame, gold: DataFrame) -> tuple[dict[str, int], DataFrame]:
-    """Every doc_id of silver.documents and gold.tokens with what it is (one job, ids and flags only; the text is
-    read once, later, by the encoding tasks), and the counts of each outcome."""
+def _classify(
+    silver: DataFrame, dedup: DataFrame, gold: DataFrame, scope: DataFrame | None
+) -> tuple[int, DataFrame, DataFrame, int, int]:
+    """(documents examined, new ids, stale ids, how many of each) among the documents of `scope` (all when None):
+    kept by the filter and by dedup but not in gold.tokens, or in it but no longer kept. One job over ids and flags
+    only (the text is read once, later, by the encoding tasks). Refuses to go on when silver.dedup is not the dedup of
+    the filter's current decisions: a document it has not decided, or a decision about one the filter no longer keeps
+    (its near-duplicates may have been removed in its favour)."""
+    flags = silver.select("doc_id", F.coalesce("keep", F.lit(False)).alias("filter_keep"))
     decisions = dedup.select("doc_id", F.col("keep").alias("dedup_keep"))
-    flags = silver.select(
-        "doc_id", F.coalesce("keep", F.lit(False)).alias("filter_keep"), F.lit(True).alias("in_silver")
-    )
     present = gold.select("doc_id", F.lit(True).alias("in_gold"))
-    joined = flags.join(decisions, "doc_id", "left").join(present, "doc_id", "full")
-    in_silver, in_gold = F.coalesce("in_silver", F.lit(False)), F.coalesce("in_gold", F.lit(False))
-    selected = in_silver & F.col("filter_keep") & F.coalesce("dedup_keep", F.lit(False))
+    if scope is not None:
+        flags, decisions, present = (frame.join(scope, "doc_id", "left_semi") for frame in (flags, decisions, present))
+    joined = flags.join(decisions, "doc_id", "full").join(present, "doc_id", "full")
+    filter_keep, dedup_keep = F.coalesce("filter_keep", F.lit(False)), F.col("dedup_keep")
+    selected = filter_keep & F.coalesce(dedup_keep, F.lit(False))
+    in_gold = F.coalesce("in_gold", F.lit(False))
     classified = joined.select(
         "doc_id",
-        in_silver.alias("in_silver"),
-        (in_silver & ~F.col("filter_keep")).alias("filter_dropped"),
-        (in_silver & F.col("filter_keep") & (F.col("dedup_keep") == F.lit(False))).alias("dedup_removed"),
-        (in_silver & F.col("filter_keep") & F.col("dedup_keep").isNull()).alias("undecided"),
-        selected.alias("selected"),
+        (filter_keep & dedup_keep.isNull()).alias("undecided"),
+        (~filter_keep & dedup_keep.isNotNull()).alias("outdated"),
         (selected & ~in_gold).alias("new"),
         (in_gold & ~selected).alias("stale"),
     ).localCheckpoint()
-    names = ("in_silver", "filter_dropped", "dedup_removed", "undecided", "selected", "new", "stale")
-    row = classified.agg(*[F.sum(F.col(name).cast("long")).alias(name) for name in names]).first()
+    names = ("undecided", "outdated", "new", "stale")
+    sums = [F.sum(F.col(name).cast("long")).alias(name) for name in names]
+    row = classified.agg(F.count("*").alias("examined"), *sums).first()
     counts = {name: int(row[name] or 0) for name in names}
-    if counts["undecided"]:
+    if counts["undecided"] or counts["outdated"]:
         raise RuntimeError(
-            f"{SILVER_DOCUMENTS.name} has {counts['undecided']} kept documents that {SILVER_DEDUP.name} has not "
-            "decided yet: run the dedup stage first"
+            f"{SILVER_DEDUP.name} is not the dedup of the filter's current decisions ({counts['undecided']} kept "
+            f"documents it has not decided, {counts['outdated']} decided that the filter no longer keeps): run the "
+            "dedup stage first"
         )
-    counts["silver"] = counts.pop("in_silver")
-    return counts, classified
+    new, stale = (classified.where(F.col(name)).select("doc_id") for name in ("new", "stale"))
+    return row["examined"], new, stale, counts["new"], counts["stale"]
+
+
+def _totals(silver: DataFrame, dedup: DataFrame) -> dict[str, int]:
+    """The reconciliation's counts, each over one table (no join): silver.dedup holds exactly the documents the
+    filter keeps (_classify checks it), so its decisions split them into selected and removed."""
+    documents = silver.agg(F.count("*"), F.sum((~F.coalesce("keep", F.lit(False))).cast("long"))).first()
+    decided = dedup.agg(F.sum(F.col("keep").cast("long")), F.sum((~F.col("keep")).cast("long"))).first()
+    return {
+        "silver": int(documents[0]),
+        "filter_dropped": int(documents[1] or 0),
+        "selected": int(decided[0] or 0),
+        "dedup_removed": int(decided[1] or 0),
+    }
 
 
 def _append(
