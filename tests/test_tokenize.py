@@ -12,6 +12,7 @@ import tiktoken
 from dataprep.runner import run_stage
 from pipelines import changes
 from pipelines.lakehouse import Lakehouse
+from pipelines.tokenize.stage import _append
 from pipelines.tokenize.tasks import encode_texts
 from pipelines.tokenize.tokenizer import (
     BPE_SHA256,
@@ -201,6 +202,17 @@ def test_stage_tokenizes_kept_documents_once_and_follows_later_decisions(spark, 
     whole = run_stage("tokenize", spark, config)
     assert (whole.tokenized, whole.deleted, whole.examined) == (0, 0, 6) and whole.read.count("all of") == 2
     assert (whole.selected, whole.filter_dropped, whole.dedup_removed) == (3, 1, 2)
+
+    # a run killed after its append (before recording progress and rewriting the stats): the next run has nothing
+    # to encode but brings the stats up to date
+    silver.append(spark.createDataFrame([("g", "web", "text", "en", "Late news.", True)], silver.read().schema))
+    dedup.append(spark.createDataFrame([("g", "g", 1, True)], dedup.read().schema))
+    late = lakehouse.table("silver.documents").read().where("doc_id = 'g'").withColumnRenamed("language", "lang")
+    gold = lakehouse.table("gold.tokens")
+    _append(gold, late.select("doc_id", "source", "kind", "lang", "text"), late.select("doc_id"), 1, 4096, "killed")
+    after_crash = run_stage("tokenize", spark, config)
+    assert (after_crash.tokenized, after_crash.examined, after_crash.gold_documents) == (0, 1, 4)
+    assert sum(row["documents"] for row in after_crash.by_slice) == 4
 
 
 def test_stage_refuses_documents_dedup_has_not_decided(spark, tmp_path, make_config):

@@ -31,6 +31,7 @@ from pipelines.tokenize.tokenizer import NAME
 from pipelines.tracking import metric_name
 
 _BROADCAST_IDS = 500_000
+_STATS_OF = "dataprep.statsOf.gold.tokens"  # gold.token_stats property: the gold.tokens version they describe
 
 
 @dataclass
@@ -123,8 +124,12 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
     for source, caught_up in sources:  # after the commits: a run that dies reads the same changes again
         changes.record(gold, source, caught_up, NAME)
     with steps("stats"):
-        if to_encode or to_delete or not stats.exists():
+        # Recomputed whenever gold.tokens moved since they were, not only when this run changed it: a run killed
+        # between its append and here leaves the next run nothing to encode, and stale stats otherwise.
+        computed_from = str(gold.version())
+        if not stats.exists() or stats.detail().properties.get(_STATS_OF) != computed_from:
             stats.overwrite(token_stats(gold.read()))
+            stats.set_properties({_STATS_OF: computed_from})
         by_slice = [row.asDict() for row in stats.read().orderBy("source", "kind", "lang").collect()]
     return TokenizeSummary(
         read=read,
