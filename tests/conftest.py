@@ -19,7 +19,6 @@ from spark_plans import executed_plans
 
 from dataprep.config import PipelineConfig, parse_config
 
-
 # Session fixtures too costly to make twice: the tests that use one run on the same pytest-xdist worker.
 SHARED_ON_ONE_WORKER = ("demo_run", "spark_connect")
 
