@@ -157,10 +157,12 @@ class Table:
         )
         return reader.table(self.quoted_name) if self.full_name else reader.load(self.path)
 
-    def read(self) -> DataFrame:
+    def read(self, version: int | None = None) -> DataFrame:
+        """The table's rows: as of `version` when given (Delta time travel), else its latest."""
+        reader = self.spark.read if version is None else self.spark.read.option("versionAsOf", version)
         if self.full_name:
-            return self.spark.read.table(self.quoted_name)
-        return self.spark.read.format("delta").load(self.path)
+            return reader.table(self.quoted_name)
+        return reader.format("delta").load(self.path)
 
     def overwrite(self, frame: DataFrame) -> None:
         """Replaces the rows, and the schema with the frame's. A declared table keeps its layout: it is created as

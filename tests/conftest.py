@@ -23,6 +23,7 @@ from dataprep.config import PipelineConfig, parse_config
 SHARED_ON_ONE_WORKER = ("demo_run", "spark_connect")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """scripts/test.sh runs the suite on two pytest-xdist workers (`--dist loadgroup`), each with its own Spark
     session: a test file stays on one worker (its module fixtures are made once), and so do all the tests of a costly

@@ -102,15 +102,17 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
         sources = [(source, changes.catch_up(gold, source, NAME)) for source in (silver, dedup)]
         read = "; ".join(caught_up.describe(source) for source, caught_up in sources)
         mlflow.set_tag("dataprep.tokenize_read", read)
+        # Every read is of the versions caught up to: a commit made meanwhile is the next run's to examine.
+        silver_rows, dedup_rows = (source.read(caught_up.end) for source, caught_up in sources)
         scope = None  # every document
         if not any(caught_up.whole for _, caught_up in sources):
             # Only documents whose filter or dedup decision changed since the last run can have become new or stale:
             # gold.tokens equalled the selection then.
             keys = [changes.changed_keys(source, caught_up, "doc_id") for source, caught_up in sources]
             scope = keys[0].unionByName(keys[1]).distinct().localCheckpoint()
-        examined, new_ids, stale, to_encode, to_delete = _classify(silver.read(), dedup.read(), gold.read(), scope)
-        counts = _totals(silver.read(), dedup.read())
-        selected = silver.read().select("doc_id", "source", "kind", F.col("language").alias("lang"), "text")
+        examined, new_ids, stale, to_encode, to_delete = _classify(silver_rows, dedup_rows, gold.read(), scope)
+        counts = _totals(silver_rows, dedup_rows)
+        selected = silver_rows.select("doc_id", "source", "kind", F.col("language").alias("lang"), "text")
     encoded = {"tokens": 0, "bytes": 0}
     if to_encode:
         with steps("encode"):
