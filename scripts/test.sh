@@ -9,6 +9,5 @@ ensure_torch_env || { echo "[env] installing the PyTorch environment failed (see
 ensure_s3a_jars || { echo "[env] fetching the s3a JARs failed (see above)" >&2; exit 1; }
 cd "$DATAPREP_REPO"
 ruff check dataprep pipelines trainer tests bench jobs notebooks
-# Two workers by default (DATAPREP_TEST_WORKERS; 0 runs in this process): tests/conftest.py groups what must share one.
-python -m pytest -q --durations=10 -n "${DATAPREP_TEST_WORKERS:-2}" --dist loadgroup "$@" tests --ignore=tests/trainer
+python -m pytest -q --durations=10 "$@" tests --ignore=tests/trainer
 "$DATAPREP_TORCH_PYTHON" -m pytest -q -p no:cacheprovider tests/trainer

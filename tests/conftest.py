@@ -19,22 +19,6 @@ from spark_plans import executed_plans
 
 from dataprep.config import PipelineConfig, parse_config
 
-# Session fixtures too costly to make twice: the tests that use one run on the same pytest-xdist worker.
-SHARED_ON_ONE_WORKER = ("demo_run", "spark_connect")
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """scripts/test.sh runs the suite on two pytest-xdist workers (`--dist loadgroup`), each with its own Spark
-    session: a test file stays on one worker (its module fixtures are made once), and so do all the tests of a costly
-    session fixture (the demo run, the Connect server), wherever they are; a test may name its group itself."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        shared = [name for name in SHARED_ON_ONE_WORKER if name in getattr(item, "fixturenames", ())]
-        group = shared[0] if shared else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_mlflow_store(tmp_path_factory):

@@ -202,7 +202,7 @@ def test_a_run_killed_in_every_stage_and_restarted_on_other_parallelism_ends_as_
     assert list(last.stages) == ["mds"] and ", from mds)" in run_report.summary(last).splitlines()[0]
 
 
-@pytest.mark.parametrize("mode", ["classic", pytest.param("connect", marks=pytest.mark.xdist_group("spark_connect"))])
+@pytest.mark.parametrize("mode", ["classic", "connect"])
 def test_two_ingests_into_the_same_tables_at_once_lose_and_double_nothing(
     request, mode, spark, tmp_path, write_lines, prose
 ):
