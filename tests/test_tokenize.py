@@ -198,7 +198,7 @@ def test_stage_tokenizes_kept_documents_once_and_follows_later_decisions(spark, 
 
     # without the record of what it caught up with, a run examines every document and finds nothing else to do
     for source in (silver, dedup):
-        changes.forget(lakehouse.table("gold.tokens"), source)
+        changes.forget(lakehouse.table("gold.token_stats"), source)
     whole = run_stage("tokenize", spark, config)
     assert (whole.tokenized, whole.deleted, whole.examined) == (0, 0, 6) and whole.read.count("all of") == 2
     assert (whole.selected, whole.filter_dropped, whole.dedup_removed) == (3, 1, 2)

@@ -5,7 +5,7 @@ Encoding happens in Spark tasks over Arrow batches (tasks.py), with the tokenize
 Reruns encode only the documents not yet in gold.tokens (appended; the commit's row count is checked) and delete the
 rows of documents that are no longer kept, so gold.tokens always equals the current selection. They look only at the
 documents whose filter or dedup decision changed since the last run, read from the change data feeds of
-silver.documents and silver.dedup (pipelines/changes.py; gold.tokens records the versions it caught up with), and at
+silver.documents and silver.dedup (pipelines/changes.py; gold.token_stats records the versions caught up with), and at
 every document when a feed cannot say (the first run, a feed turned on later or vacuumed). Reconciliation:
 every silver row is tokenized, dropped by the filter (reasons in silver.documents) or removed by dedup (reason:
 near duplicate).
@@ -98,8 +98,11 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
     gold, stats = lakehouse.table(GOLD_TOKENS), lakehouse.table(GOLD_TOKEN_STATS)
     mlflow.log_params({f"tokenize.{key}": value for key, value in vars(settings).items()} | {"tokenizer": NAME})
     gold.create_if_missing()
+    # Progress is recorded on gold.token_stats, not gold.tokens: the MDS stage keys its output on gold.tokens'
+    # version, which a property commit would move without a row changing (and every shard would be rewritten).
+    stats.create_if_missing()
     with steps("select"):
-        sources = [(source, changes.catch_up(gold, source, NAME)) for source in (silver, dedup)]
+        sources = [(source, changes.catch_up(stats, source, NAME)) for source in (silver, dedup)]
         read = "; ".join(caught_up.describe(source) for source, caught_up in sources)
         mlflow.set_tag("dataprep.tokenize_read", read)
         # Every read is of the versions caught up to: a commit made meanwhile is the next run's to examine.
@@ -123,15 +126,15 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
     if to_delete:
         with steps("delete"):
             gold.merge(stale, "t.doc_id = s.doc_id").when_matched_delete().execute()
-    for source, caught_up in sources:  # after the commits: a run that dies reads the same changes again
-        changes.record(gold, source, caught_up, NAME)
     with steps("stats"):
         # Recomputed whenever gold.tokens moved since they were, not only when this run changed it: a run killed
         # between its append and here leaves the next run nothing to encode, and stale stats otherwise.
         computed_from = str(gold.version())
-        if not stats.exists() or stats.detail().properties.get(_STATS_OF) != computed_from:
+        if stats.detail().properties.get(_STATS_OF) != computed_from:
             stats.overwrite(token_stats(gold.read()))
             stats.set_properties({_STATS_OF: computed_from})
+        for source, caught_up in sources:  # after the commits: a run that dies reads the same changes again
+            changes.record(stats, source, caught_up, NAME)
         by_slice = [row.asDict() for row in stats.read().orderBy("source", "kind", "lang").collect()]
     return TokenizeSummary(
         read=read,
