@@ -38,10 +38,15 @@ class CatchUp:
     def whole(self) -> bool:
         return self.start is None
 
+    @property
+    def unchanged(self) -> bool:
+        """No commit to the source since the version recorded: nothing to read."""
+        return self.start is not None and self.start > self.end
+
     def describe(self, source: Table) -> str:
         if self.whole:
             return f"all of {source.label} ({self.reason})"
-        if self.start > self.end:
+        if self.unchanged:
             return f"nothing of {source.label} (caught up with version {self.end})"
         return f"the changes to {source.label} in versions {self.start}-{self.end}"
 
@@ -75,10 +80,20 @@ def catch_up(target: Table, source: Table, fingerprint: str) -> CatchUp:
 def record(target: Table, source: Table, caught_up: CatchUp, fingerprint: str) -> None:
     """Notes on `target` that it is derived from `source` up to `caught_up.end` under `fingerprint` (no commit when
     that is what it already says: a run that found nothing new leaves the table as it was)."""
+    set_properties(target, progress(source, caught_up, fingerprint))
+
+
+def progress(source: Table, caught_up: CatchUp, fingerprint: str) -> dict[str, str]:
+    """The property `record` sets, for a stage that commits it with others (one commit); empty when the target
+    already says so."""
     value = f"{caught_up.end} {fingerprint}"
-    if value == caught_up.recorded:
-        return
-    retry_on_conflict(lambda: target.set_properties({_PROPERTY + source.label: value}), f"progress of {target.label}")
+    return {} if value == caught_up.recorded else {_PROPERTY + source.label: value}
+
+
+def set_properties(target: Table, properties: dict[str, str]) -> None:
+    """Sets `properties` on `target` in one commit, none when empty; retried on a conflicting concurrent commit."""
+    if properties:
+        retry_on_conflict(lambda: target.set_properties(properties), f"progress of {target.label}")
 
 
 def forget(target: Table, source: Table) -> None:
@@ -89,7 +104,7 @@ def forget(target: Table, source: Table) -> None:
 
 def changed_keys(source: Table, caught_up: CatchUp, key: str) -> DataFrame:
     """The distinct `key`s of every row the commits of `caught_up` inserted, updated or deleted (one column)."""
-    if caught_up.start > caught_up.end:
+    if caught_up.unchanged:
         return source.read().select(key).limit(0)
     return source.changes(caught_up.start, caught_up.end).select(key).distinct()
 
@@ -98,7 +113,7 @@ def net_changes(source: Table, caught_up: CatchUp, key: str) -> tuple[DataFrame,
     """(present, removed) over the commits of `caught_up`: the newest image of every row they inserted or updated
     that is in the table at `end` (the source's columns), and the `key`s they took out of it. A key changed several
     times counts once, as it ended."""
-    if caught_up.start > caught_up.end:
+    if caught_up.unchanged:
         empty = source.read().limit(0)
         return empty, empty.select(key)
     feed = source.changes(caught_up.start, caught_up.end)

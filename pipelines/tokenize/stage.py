@@ -107,13 +107,18 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
         mlflow.set_tag("dataprep.tokenize_read", read)
         # Every read is of the versions caught up to: a commit made meanwhile is the next run's to examine.
         silver_rows, dedup_rows = (source.read(caught_up.end) for source, caught_up in sources)
-        scope = None  # every document
-        if not any(caught_up.whole for _, caught_up in sources):
-            # Only documents whose filter or dedup decision changed since the last run can have become new or stale:
-            # gold.tokens equalled the selection then.
-            keys = [changes.changed_keys(source, caught_up, "doc_id") for source, caught_up in sources]
-            scope = keys[0].unionByName(keys[1]).distinct().localCheckpoint()
-        examined, new_ids, stale, to_encode, to_delete = _classify(silver_rows, dedup_rows, gold.read(), scope)
+        if all(caught_up.unchanged for _, caught_up in sources):
+            # Neither changed since the last run, when gold.tokens equalled the selection: nothing to look at.
+            nothing = silver_rows.select("doc_id").limit(0)
+            examined, new_ids, stale, to_encode, to_delete = 0, nothing, nothing, 0, 0
+        else:
+            scope = None  # every document
+            if not any(caught_up.whole for _, caught_up in sources):
+                # Only documents whose filter or dedup decision changed since the last run can have become new or
+                # stale: gold.tokens equalled the selection then.
+                keys = [changes.changed_keys(source, caught_up, "doc_id") for source, caught_up in sources]
+                scope = keys[0].unionByName(keys[1]).distinct().localCheckpoint()
+            examined, new_ids, stale, to_encode, to_delete = _classify(silver_rows, dedup_rows, gold.read(), scope)
         counts = _totals(silver_rows, dedup_rows)
         selected = silver_rows.select("doc_id", "source", "kind", F.col("language").alias("lang"), "text")
     encoded = {"tokens": 0, "bytes": 0}
@@ -130,11 +135,13 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
         # Recomputed whenever gold.tokens moved since they were, not only when this run changed it: a run killed
         # between its append and here leaves the next run nothing to encode, and stale stats otherwise.
         computed_from = str(gold.version())
+        recorded = {}
         if stats.detail().properties.get(_STATS_OF) != computed_from:
             stats.overwrite(token_stats(gold.read()))
-            stats.set_properties({_STATS_OF: computed_from})
+            recorded[_STATS_OF] = computed_from
         for source, caught_up in sources:  # after the commits: a run that dies reads the same changes again
-            changes.record(stats, source, caught_up, NAME)
+            recorded |= changes.progress(source, caught_up, NAME)
+        changes.set_properties(stats, recorded)  # one commit, none when nothing moved
         by_slice = [row.asDict() for row in stats.read().orderBy("source", "kind", "lang").collect()]
     return TokenizeSummary(
         read=read,
