@@ -563,6 +563,9 @@ def connect_server(log_dir: str | None = None, master: str = "local[2]", partiti
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(partitions),
+        # As the embedded session sets it (pipelines/spark.py): Delta rebuilds a table's state in 50 tasks otherwise,
+        # on every snapshot of every tiny test table.
+        "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": "false",
         "spark.driver.memory": "2g",
