@@ -5,8 +5,9 @@ its own table's properties, the source version it has caught up with and a finge
 besides the source (the filter: the versions of its signals). The next run reads the feed of the commits since then,
 never the whole source. When it cannot, `catch_up` says why and the stage reads the whole source as before: nothing
 recorded yet, another fingerprint, a source that was replaced (its version went back), or a feed that does not reach
-back that far (turned on later, or its files vacuumed). The record is written after the stage's own commits, so a run
-that dies reads the same changes again, which the stages' MERGEs make harmless.
+back that far (turned on later, or older than the history VACUUM keeps, whose change files it deletes). The record is
+written after the stage's own commits, so a run that dies reads the same changes again, which the stages' MERGEs make
+harmless.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ class CatchUp:
         return f"the changes to {source.label} in versions {self.start}-{self.end}"
 
 
-def catch_up(target: Table, source: Table, fingerprint: str) -> CatchUp:
-    """Where a run deriving `target` from `source` under `fingerprint` starts reading."""
+def catch_up(target: Table, source: Table, fingerprint: str, retain_hours: float | None = None) -> CatchUp:
+    """Where a run deriving `target` from `source` under `fingerprint` starts reading. With `retain_hours` (how much
+    history `dataprep maintain`'s VACUUM keeps: lakehouse.maintain.retain_hours), a first commit to read older than
+    that means the whole source: VACUUM deletes the change files of such commits while the log still lists them, and
+    a read of the feed would fail half-way through instead of here."""
     end = source.version()
     if source.detail().properties.get(CHANGE_FEED) != "true":
         return CatchUp(end, None, f"{source.label} has no change data feed (`dataprep maintain` turns it on)")
@@ -68,6 +72,12 @@ def catch_up(target: Table, source: Table, fingerprint: str) -> CatchUp:
         return plan(None, f"{source.label} is at version {end}, before the {version} last read: replaced")
     if version == end:
         return plan(end + 1)
+    if retain_hours is not None:
+        age_hours = _age_hours(source, version + 1, end)
+        if age_hours >= retain_hours:
+            reason = (f"version {version + 1} of {source.label} was committed {age_hours:.0f} h ago, beyond the "
+                      f"{retain_hours} h of history VACUUM keeps: its change files may be gone")  # fmt: skip
+            return plan(None, reason)
     try:
         # A feed that does not cover the range fails when its files are listed (this reads one file at most).
         source.changes(version + 1, end).limit(1).count()
@@ -75,6 +85,14 @@ def catch_up(target: Table, source: Table, fingerprint: str) -> CatchUp:
         return plan(None, f"the change feed of {source.label} does not cover versions {version + 1}-{end} "
                           f"({error.getCondition() or str(error).splitlines()[0]})")  # fmt: skip
     return plan(version + 1)
+
+
+def _age_hours(source: Table, version: int, end: int) -> float:
+    """Hours since `source` committed `version` (reading the log's commits from `end` back to it, no data)."""
+    commits = source.history(end - version + 1).where(F.col("version") == version)
+    age_seconds = F.current_timestamp().cast("double") - F.col("timestamp").cast("double")
+    row = commits.select(age_seconds / 3600).first()
+    return float(row[0]) if row is not None else float("inf")  # no longer in the log: as old as can be
 
 
 def record(target: Table, source: Table, caught_up: CatchUp, fingerprint: str) -> None:

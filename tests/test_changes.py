@@ -96,3 +96,14 @@ def test_a_feed_that_does_not_reach_back_means_reading_the_source_whole(spark, t
     bronze.set_properties({CHANGE_FEED: "true"})
     caught_up = changes.catch_up(silver, bronze, "v1")
     assert caught_up.whole and "does not cover versions" in caught_up.reason, caught_up
+
+
+def test_changes_older_than_the_history_vacuum_keeps_mean_reading_the_source_whole(spark, tables):
+    bronze, silver = tables
+    changes.record(silver, bronze, changes.catch_up(silver, bronze, "v1"), "v1")
+    bronze.append(bronze_rows(spark, ("d", "4", "delta")))
+    # Within a week of history (the default): the feed. Kept for none (a VACUUM may have deleted its change files
+    # already): the whole source, before anything is read.
+    assert not changes.catch_up(silver, bronze, "v1", retain_hours=168).whole
+    vacuumed = changes.catch_up(silver, bronze, "v1", retain_hours=0)
+    assert vacuumed.whole and "beyond the 0 h of history VACUUM keeps" in vacuumed.reason, vacuumed

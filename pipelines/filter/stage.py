@@ -129,7 +129,7 @@ def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: b
     mlflow.log_params(params)
     with steps("signals"):
         fingerprint = _signals_fingerprint()
-        caught_up = changes.catch_up(silver, bronze, fingerprint)
+        caught_up = changes.catch_up(silver, bronze, fingerprint, lakehouse.config.maintain.retain_hours)
         read = caught_up.describe(bronze)
         mlflow.set_tag("dataprep.filter_read", read)
         if caught_up.whole:

@@ -102,7 +102,8 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
     # version, which a property commit would move without a row changing (and every shard would be rewritten).
     stats.create_if_missing()
     with steps("select"):
-        sources = [(source, changes.catch_up(stats, source, NAME)) for source in (silver, dedup)]
+        retain_hours = lakehouse.config.maintain.retain_hours
+        sources = [(source, changes.catch_up(stats, source, NAME, retain_hours)) for source in (silver, dedup)]
         read = "; ".join(caught_up.describe(source) for source, caught_up in sources)
         mlflow.set_tag("dataprep.tokenize_read", read)
         # Every read is of the versions caught up to: a commit made meanwhile is the next run's to examine.
