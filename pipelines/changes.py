@@ -24,6 +24,9 @@ from pipelines.lakehouse import CHANGE_FEED, Table, retry_on_conflict
 _PROPERTY = "dataprep.caughtUp."  # + the source's label: "<version> <fingerprint>"
 _PRESENT = ("insert", "update_postimage")  # change types after which the row is in the table
 _FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
+# VACUUM goes by a file's age, and a long MERGE writes its change files before it commits: they are older than their
+# commit by up to the job's length, so a commit a little younger than the retention may have lost them already.
+_VACUUM_MARGIN_HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ class CatchUp:
 def catch_up(target: Table, source: Table, fingerprint: str, retain_hours: float | None = None) -> CatchUp:
     """Where a run deriving `target` from `source` under `fingerprint` starts reading. With `retain_hours` (how much
     history `dataprep maintain`'s VACUUM keeps: lakehouse.maintain.retain_hours), a first commit to read older than
-    that means the whole source: VACUUM deletes the change files of such commits while the log still lists them, and
-    a read of the feed would fail half-way through instead of here."""
+    that, less a day's margin, means the whole source: VACUUM deletes the change files of such commits while the log
+    still lists them, and a read of the feed would fail half-way through instead of here."""
     end = source.version()
     if source.detail().properties.get(CHANGE_FEED) != "true":
         return CatchUp(end, None, f"{source.label} has no change data feed (`dataprep maintain` turns it on)")
@@ -74,9 +77,9 @@ def catch_up(target: Table, source: Table, fingerprint: str, retain_hours: float
         return plan(end + 1)
     if retain_hours is not None:
         age_hours = _age_hours(source, version + 1, end)
-        if age_hours >= retain_hours:
-            reason = (f"version {version + 1} of {source.label} was committed {age_hours:.0f} h ago, beyond the "
-                      f"{retain_hours} h of history VACUUM keeps: its change files may be gone")  # fmt: skip
+        if age_hours >= retain_hours - _VACUUM_MARGIN_HOURS:
+            reason = (f"version {version + 1} of {source.label} was committed {age_hours:.0f} h ago, near or beyond "
+                      f"the {retain_hours} h of history VACUUM keeps: its change files may be gone")  # fmt: skip
             return plan(None, reason)
     try:
         # A feed that does not cover the range fails when its files are listed (this reads one file at most).
@@ -88,11 +91,15 @@ def catch_up(target: Table, source: Table, fingerprint: str, retain_hours: float
 
 
 def _age_hours(source: Table, version: int, end: int) -> float:
-    """Hours since `source` committed `version` (reading the log's commits from `end` back to it, no data)."""
-    commits = source.history(end - version + 1).where(F.col("version") == version)
+    """Hours since `source` committed `version` (reading the log's commits back to it, no data)."""
     age_seconds = F.current_timestamp().cast("double") - F.col("timestamp").cast("double")
-    row = commits.select(age_seconds / 3600).first()
-    return float(row[0]) if row is not None else float("inf")  # no longer in the log: as old as can be
+    # DESCRIBE HISTORY counts back from the latest version, which a writer may have moved past `end` meanwhile: then
+    # once more from the latest.
+    for latest in (end, source.version()):
+        row = source.history(latest - version + 1).where(F.col("version") == version).select(age_seconds).first()
+        if row is not None:
+            return float(row[0]) / 3600
+    return float("inf")  # no longer in the log: as old as can be
 
 
 def record(target: Table, source: Table, caught_up: CatchUp, fingerprint: str) -> None:
