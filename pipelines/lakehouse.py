@@ -108,19 +108,31 @@ class Table:
     def _create(self, statement: str) -> None:
         # Two runs starting together both try to create the table. The loser sees a commit conflict, or a location
         # the winner has begun to write but not yet committed: it waits and finds the table there.
+        # Done only once the table reads: a loser can also find the winner's table directory before its first commit
+        # (DESCRIBE DETAIL and CREATE ... IF NOT EXISTS both pass) and would fail on reading it.
         for attempt in range(1, _ATTEMPTS + 1):
-            if self.exists():
+            if not self.exists():
+                try:
+                    self.spark.sql(statement)
+                except Exception as error:
+                    if attempt == _ATTEMPTS or not (isinstance(error, AnalysisException) or is_commit_conflict(error)):
+                        raise
+            if self._readable():
                 return
-            try:
-                self.spark.sql(statement)
-                return
-            except Exception as error:
-                if attempt == _ATTEMPTS or not (isinstance(error, AnalysisException) or is_commit_conflict(error)):
-                    raise
             # Delta caches each path's log, including "no table here": forget it, or the table the winner created
             # stays invisible to this session.
             spark_compat.forget_cached_delta_logs(self.spark)
             _back_off(attempt)
+        raise RuntimeError(f"{self.label}: created, yet no committed table is there to read after {_ATTEMPTS} attempts")
+
+    def _readable(self) -> bool:
+        try:
+            self.read()  # loading resolves the latest committed snapshot: no table, no schema
+        except AnalysisException as error:
+            if error.getCondition() in _NO_TABLE_HERE | {"DELTA_TABLE_NOT_FOUND"}:
+                return False
+            raise
+        return True
 
     def _add_missing_columns(self) -> None:
         present = set(self.read().columns)
