@@ -106,10 +106,9 @@ class Table:
         return self.spec
 
     def _create(self, statement: str) -> None:
-        # Two runs starting together both try to create the table. The loser sees a commit conflict, or a location
-        # the winner has begun to write but not yet committed: it waits and finds the table there.
-        # Done only once the table reads: a loser can also find the winner's table directory before its first commit
-        # (DESCRIBE DETAIL and CREATE ... IF NOT EXISTS both pass) and would fail on reading it.
+        # Two runs starting together both try to create the table. The loser sees a commit conflict, or the winner's
+        # directory before its first commit (where DESCRIBE DETAIL and CREATE ... IF NOT EXISTS can both pass): it
+        # waits until the table reads.
         for attempt in range(1, _ATTEMPTS + 1):
             if not self.exists():
                 try:
