@@ -34,7 +34,7 @@ class CatchUp:
     """What a run reads of its source: versions `start` to `end` of the feed, or (`start` None) the whole table."""
 
     end: int  # the source's version when the run began: what it catches up to
-    start: int | None  # first version whose commits are read; end + 1 when nothing changed
+    start: int | None  # first version whose commits are read; end + 1 when no row changed
     reason: str = ""  # why the whole source is read
     recorded: str | None = None  # the progress the target recorded when the run began
 
@@ -44,7 +44,7 @@ class CatchUp:
 
     @property
     def unchanged(self) -> bool:
-        """No commit to the source since the version recorded: nothing to read."""
+        """No commit to the source's rows since the version recorded (upkeep at most): nothing to read."""
         return self.start is not None and self.start > self.end
 
     def describe(self, source: Table) -> str:
@@ -73,7 +73,7 @@ def catch_up(target: Table, source: Table, fingerprint: str, retain_hours: float
     version = int(version_text)
     if version > end:
         return plan(None, f"{source.label} is at version {end}, before the {version} last read: replaced")
-    if version == end:
+    if version == end or source.data_version() <= version:  # nothing since, or upkeep only (OPTIMIZE, VACUUM)
         return plan(end + 1)
     if retain_hours is not None:
         age_hours = _age_hours(source, version + 1, end)

@@ -230,6 +230,20 @@ class Table:
         """The latest committed version (what a report or manifest records as 'read at')."""
         return int(self.history(1).select("version").first()[0])
 
+    def data_version(self) -> int:
+        """The latest version whose commit may have changed the rows: `version()` less the upkeep commits since
+        (OPTIMIZE, VACUUM, properties, layout), after which a read returns what it returned before. What output
+        derived from the table is keyed by, so that `dataprep maintain` does not make it stale."""
+        upkeep = F.col("operation").isin(*_UPKEEP_OPERATIONS)
+        found = (F.max(F.when(~upkeep, F.col("version"))).alias("data"), F.min("version").alias("oldest"),
+                 F.count("*").alias("commits"))  # fmt: skip
+        row = self.history(_HISTORY_SEARCHED).agg(*found).first()
+        if row["data"] is None and row["commits"] == _HISTORY_SEARCHED:  # upkeep only, and there is more history
+            row = self.spark.sql(f"DESCRIBE HISTORY {self.sql_name}").agg(*found).first()
+        # Upkeep only in the whole log (its older commits cleaned up): the oldest version listed, which is
+        # conservative: it moves as the log is cleaned, and what is keyed by it is then derived once more.
+        return int(row["data"] if row["data"] is not None else row["oldest"])
+
 
 @dataclass(frozen=True)
 class TableDetail:
@@ -262,6 +276,10 @@ class Merge:
             return self._clause("WHEN NOT MATCHED THEN INSERT *")
         columns = ", ".join(quote(column) for column in values)
         return self._clause(f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({', '.join(values.values())})")
+
+    def when_not_matched_by_source_delete(self) -> Merge:
+        """Deletes the table's rows that no source row matches: with the other clauses, the table becomes the source."""
+        return self._clause("WHEN NOT MATCHED BY SOURCE THEN DELETE")
 
     def execute(self) -> dict[str, int]:
         """Commits the MERGE; returns its own row counts (num_inserted_rows, num_updated_rows, num_deleted_rows,
@@ -404,6 +422,10 @@ def retry_on_conflict(
 
 _ATTEMPTS = 8
 _HISTORY_SEARCHED = 100  # commits searched for one's own (concurrent writers commit in between)
+# Operations (as DESCRIBE HISTORY names them) that change how a table is stored, never its rows. Anything else,
+# including an operation missing here, counts as a change to the rows.
+_UPKEEP_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "UNSET TBLPROPERTIES",
+                      "CLUSTER BY", "REORG", "UPGRADE PROTOCOL")  # fmt: skip
 # Delta's concurrent-modification error classes (Delta's DeltaErrors): DELTA_CONCURRENT_APPEND, _DELETE_READ,
 # _DELETE_DELETE, _TRANSACTION, _WRITE..., and the two that a concurrent metadata or protocol change raises.
 _CONFLICT_PREFIX = "DELTA_CONCURRENT_"

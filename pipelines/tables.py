@@ -189,7 +189,7 @@ SILVER_DEDUP = _table(
     # Nullable and last: a table written before it gains it as nulls (Table.create_if_missing); an incremental run
     # over such a table runs in full instead (pipelines/dedup/incremental.py).
     ("duplicate_of", STRING, True, "removed: the best-ranked kept document joined to it by a verified edge"),
-    # Incremental dedup MERGEs on doc_id; tokenize reads which decisions changed from the change data feed.
+    # Dedup MERGEs on doc_id, a full run too; tokenize reads which decisions changed from the change data feed.
     clustering=("doc_id",),
     change_feed=True,
 )

@@ -80,9 +80,10 @@ def test_a_source_without_a_change_feed_is_read_whole_and_maintain_is_named(spar
     caught_up = changes.catch_up(silver, bronze, "v1")
     assert caught_up.whole and "no change data feed (`dataprep maintain` turns it on)" in caught_up.reason
     assert bronze.apply_layout() == ["properties"]
-    # The versions without a feed are read whole once; from then on the feed is read.
+    # Turning the feed off and on again changed no row: nothing to read (test_a_feed_that_does_not_reach_back... has
+    # rows written meanwhile); from then on the feed is read.
     once = changes.catch_up(silver, bronze, "v1")
-    assert once.whole and "does not cover" in once.reason
+    assert once.unchanged and once.end > 1, once
     changes.record(silver, bronze, once, "v1")
     bronze.append(bronze_rows(spark, ("d", "4", "delta")))
     assert net(bronze, changes.catch_up(silver, bronze, "v1")) == ([("d", "delta")], [])

@@ -10,8 +10,9 @@ cluster_size) are the connected components of the verified edges: duplicate fami
 several kept documents. Nothing depends on partitioning: ids, keys, edges and the keep order are all
 content-defined.
 
-`mode: full` decides the whole corpus afresh; `mode: incremental` decides only documents not yet in silver.dedup
-against the stored index (see incremental.py), and falls back to a full run, saying why, when it cannot.
+`mode: full` decides the whole corpus afresh (and writes only the decisions that changed); `mode: incremental`
+decides only documents not yet in silver.dedup against the stored index (see incremental.py), and falls back to a
+full run, saying why, when it cannot.
 """
 
 from __future__ import annotations
@@ -137,12 +138,28 @@ def _full(
         index.overwrite(SILVER_DEDUP_SIGNATURES.conform(signatures(documents, settings, bands, rows)))
         signed = index.read()
     with steps("pairs"):
-        candidates = candidate_pairs(signed, keep_ranks(documents, settings))
-        pairs = verified(candidates, signed, signed, settings).localCheckpoint()
+        # Kept: the verification reads them, and the summary counts them (the bands grouped again otherwise).
+        candidates = candidate_pairs(signed, keep_ranks(documents, settings)).localCheckpoint()
+        pairs = verified(candidates, signed, signed, settings, candidates.count()).localCheckpoint()
     with steps("decide"):
         clusters = assign_clusters(documents.select("doc_id", "n_chars", "quality_score"), pairs, settings)
-        dedup.overwrite(SILVER_DEDUP.conform(clusters))
+        _replace_changed(dedup, SILVER_DEDUP.conform(clusters))
     return dedup.read(), candidates, pairs, signed
+
+
+def _replace_changed(dedup: Table, decided: DataFrame) -> None:
+    """silver.dedup becomes `decided`, writing only the rows that differ: a MERGE rather than an overwrite, so that
+    its change feed names the decisions that changed and the tokenize run after a full run examines only those."""
+    dedup.create_if_missing()
+    columns = [name for name in SILVER_DEDUP.column_names if name != "doc_id"]
+    differs = " OR ".join(f"NOT (t.{name} <=> s.{name})" for name in columns)
+    (
+        dedup.merge(decided, "t.doc_id = s.doc_id")
+        .when_matched_update(set={name: f"s.{name}" for name in columns}, condition=differs)
+        .when_not_matched_insert()
+        .when_not_matched_by_source_delete()
+        .execute()
+    )
 
 
 def assign_clusters(documents: DataFrame, pairs: DataFrame, settings: DedupConfig) -> DataFrame:

@@ -19,6 +19,9 @@ from pipelines.dedup.settings import DedupConfig
 from pipelines.dedup.tasks import SIGNATURE_COLUMNS, signature_partition
 from pipelines.tables import SILVER_DEDUP_SIGNATURES
 
+# Up to this many candidate pairs (their distinct ids, tens of MB), `verified` broadcasts the ids to pick their rows.
+_BROADCAST_PAIRS = 1_000_000
+
 
 def index_params(settings: DedupConfig, bands: int, rows: int) -> str:
     """Everything a stored signature or band key depends on: an incremental run may only reuse equal ones."""
@@ -75,14 +78,22 @@ def candidate_pairs(signed: DataFrame, ranks: DataFrame) -> DataFrame:
     )
 
 
-def verified(pairs: DataFrame, sources: DataFrame, destinations: DataFrame, settings: DedupConfig) -> DataFrame:
+def verified(
+    pairs: DataFrame, sources: DataFrame, destinations: DataFrame, settings: DedupConfig, pair_count: int | None = None
+) -> DataFrame:
     """Pairs whose similarity reaches the threshold: the share of equal signature values (an estimate of Jaccard),
-    or the exact Jaccard of the two shingle-hash sets. `sources`/`destinations`: signature rows of src and dst."""
+    or the exact Jaccard of the two shingle-hash sets. `sources`/`destinations`: signature rows of src and dst.
+    `pair_count`, when known: how many pairs there are (a few pick their rows before the joins, see below)."""
     if settings.verify == "none":
         return pairs
     column = "shingle_hashes" if settings.verify == "exact" else "signature"
     left = sources.select(F.col("doc_id").alias("src"), F.col(column).alias("a"))
     right = destinations.select(F.col("doc_id").alias("dst"), F.col(column).alias("b"))
+    if pair_count is not None and pair_count <= _BROADCAST_PAIRS:
+        # The joins below shuffle both sides. Few pairs need few of the signature rows: picked first by a broadcast
+        # semi-join, which reads the signatures without shuffling them, so only those rows' arrays are shuffled.
+        left = left.join(F.broadcast(pairs.select("src").distinct()), "src", "left_semi")
+        right = right.join(F.broadcast(pairs.select("dst").distinct()), "dst", "left_semi")
     if settings.verify == "exact":
         union = F.size(F.array_union("a", "b"))
         similarity = F.when(union > 0, F.size(F.array_intersect("a", "b")) / union).otherwise(F.lit(1.0))

@@ -115,7 +115,9 @@ def run_mds(
     mix = chosen_mix(settings, mix)
     output = storage.normalized(output) if output else settings.output
     tokens, silver = context.lakehouse.table(GOLD_TOKENS), context.lakehouse.table(SILVER_DOCUMENTS)
-    versions = {GOLD_TOKENS.name: tokens.version(), SILVER_DOCUMENTS.name: silver.version()}
+    # The versions the rows come from: `dataprep maintain`'s commits since (OPTIMIZE, VACUUM) change no row, so they
+    # do not make the shards stale.
+    versions = {GOLD_TOKENS.name: tokens.data_version(), SILVER_DOCUMENTS.name: silver.data_version()}
     mlflow.log_params({"mix": mix.name, "output": output, **{f"version.{k}": v for k, v in versions.items()}})
     frame = candidates(tokens.read(), silver.read()).localCheckpoint()
     root, store = storage.join(output, mix.name), context.lakehouse.storage

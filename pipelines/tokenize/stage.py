@@ -133,9 +133,10 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
         with steps("delete"):
             gold.merge(stale, "t.doc_id = s.doc_id").when_matched_delete().execute()
     with steps("stats"):
-        # Recomputed whenever gold.tokens moved since they were, not only when this run changed it: a run killed
-        # between its append and here leaves the next run nothing to encode, and stale stats otherwise.
-        computed_from = str(gold.version())
+        # Recomputed whenever gold.tokens' rows moved since they were, not only when this run changed them: a run
+        # killed between its append and here leaves the next run nothing to encode, and stale stats otherwise.
+        # Upkeep commits (`dataprep maintain`) change no row: they do not call for a read of every token.
+        computed_from = str(gold.data_version())
         recorded = {}
         if stats.detail().properties.get(_STATS_OF) != computed_from:
             stats.overwrite(token_stats(gold.read()))
