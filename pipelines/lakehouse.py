@@ -227,7 +227,8 @@ class Table:
             storage.Storage.from_spark(self.spark).delete_tree(self.path)
 
     def version(self) -> int:
-        """The latest committed version (what a report or manifest records as 'read at')."""
+        """The latest committed version (what a run report records as 'read at'; what is derived from the rows is
+        keyed by `data_version()`)."""
         return int(self.history(1).select("version").first()[0])
 
     def data_version(self) -> int:
@@ -240,8 +241,9 @@ class Table:
         row = self.history(_HISTORY_SEARCHED).agg(*found).first()
         if row["data"] is None and row["commits"] == _HISTORY_SEARCHED:  # upkeep only, and there is more history
             row = self.spark.sql(f"DESCRIBE HISTORY {self.sql_name}").agg(*found).first()
-        # Upkeep only in the whole log (its older commits cleaned up): the oldest version listed, which is
-        # conservative: it moves as the log is cleaned, and what is keyed by it is then derived once more.
+        # Upkeep only in the whole log (its last data commit cleaned up, after Delta's log retention of 30 days): the
+        # oldest version listed. That never misses a change, but it moves each time the log is cleaned, and what is
+        # keyed by it is then derived again although no row changed.
         return int(row["data"] if row["data"] is not None else row["oldest"])
 
 
@@ -421,7 +423,8 @@ def retry_on_conflict(
 
 
 _ATTEMPTS = 8
-_HISTORY_SEARCHED = 100  # commits searched for one's own (concurrent writers commit in between)
+# Commits searched for one's own (concurrent writers commit in between), and for the newest data commit.
+_HISTORY_SEARCHED = 100
 # Operations (as DESCRIBE HISTORY names them) that change how a table is stored, never its rows. Anything else,
 # including an operation missing here, counts as a change to the rows.
 _UPKEEP_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "UNSET TBLPROPERTIES",

@@ -120,11 +120,9 @@ def test_demo_end_to_end_reconciles_and_its_rerun_adds_nothing(demo_run, spark, 
     lakehouse, first = demo_run.lakehouse, demo_run.output  # the demo trained 12 steps
     config = demo_config(lakehouse)
     documents = Lakehouse(spark, config.lakehouse).table("bronze.documents")
-    count, version = documents.read().count(), documents.version()
-    assert count > 2000
+    assert documents.read().count() > 2000
     assert "python_stdlib" in first and "quarantined binary" in first
     tokens = Lakehouse(spark, config.lakehouse).table("gold.tokens")
-    tokens_version = tokens.version()
     assert tokens.read().count() > 1000
     stages = [os.path.join(config.mds.output, "demo", stage) for stage in ("broad", "anneal")]
     for stage in stages:

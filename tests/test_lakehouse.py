@@ -163,6 +163,20 @@ def test_a_merge_runs_as_sql_and_returns_its_own_counts(spark, tmp_path):
     assert not [view for view in spark.catalog.listTables() if view.name.startswith("dataprep_merge_source")]
 
 
+def test_the_data_version_skips_upkeep_commits_and_follows_every_change_to_the_rows(spark, tmp_path):
+    table = Lakehouse(spark, LakehouseConfig(root=str(tmp_path))).staging("versions")
+    table.append(spark.createDataFrame([(1, "a")], "k int, v string"))
+    table.append(spark.createDataFrame([(2, "b")], "k int, v string"))
+    written = table.version()
+    spark.sql(f"OPTIMIZE {table.sql_name}")  # the two files compacted into one: same rows
+    table.set_properties({"dataprep.note": "upkeep"})
+    assert table.version() == written + 2 and table.data_version() == written
+    spark.sql(f"RESTORE TABLE {table.sql_name} TO VERSION AS OF 0")  # rows change back: a change like any write
+    assert table.data_version() == table.version() == written + 3
+    spark.sql(f"DELETE FROM {table.sql_name} WHERE k = 1")
+    assert table.data_version() == table.version()
+
+
 def test_unity_catalog_names_are_quoted_so_that_any_valid_name_works():
     config = LakehouseConfig(root="/unused", catalog="data-prep", schema="team`s llm")
     table = Lakehouse(None, config).table(GOLD_TOKEN_STATS)

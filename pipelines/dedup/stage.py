@@ -30,7 +30,7 @@ from pipelines.dedup.keep import keep_decisions
 from pipelines.dedup.lsh import optimal_bands
 from pipelines.dedup.settings import DedupConfig
 from pipelines.dedup.steps import candidate_pairs, index_params, keep_ranks, signatures, verified
-from pipelines.lakehouse import Table
+from pipelines.lakehouse import Table, quote
 from pipelines.stage import StageContext, StageSummary
 from pipelines.tables import SILVER_DEDUP, SILVER_DEDUP_SIGNATURES, SILVER_DOCUMENTS
 from pipelines.tracking import StepTimer
@@ -152,10 +152,10 @@ def _replace_changed(dedup: Table, decided: DataFrame) -> None:
     its change feed names the decisions that changed and the tokenize run after a full run examines only those."""
     dedup.create_if_missing()
     columns = [name for name in SILVER_DEDUP.column_names if name != "doc_id"]
-    differs = " OR ".join(f"NOT (t.{name} <=> s.{name})" for name in columns)
+    differs = " OR ".join(f"NOT (t.{quote(name)} <=> s.{quote(name)})" for name in columns)
     (
         dedup.merge(decided, "t.doc_id = s.doc_id")
-        .when_matched_update(set={name: f"s.{name}" for name in columns}, condition=differs)
+        .when_matched_update(set={name: f"s.{quote(name)}" for name in columns}, condition=differs)
         .when_not_matched_insert()
         .when_not_matched_by_source_delete()
         .execute()

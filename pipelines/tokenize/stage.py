@@ -98,8 +98,8 @@ def run_tokenize(context: StageContext, settings: TokenizeConfig) -> TokenizeSum
     gold, stats = lakehouse.table(GOLD_TOKENS), lakehouse.table(GOLD_TOKEN_STATS)
     mlflow.log_params({f"tokenize.{key}": value for key, value in vars(settings).items()} | {"tokenizer": NAME})
     gold.create_if_missing()
-    # Progress is recorded on gold.token_stats, not gold.tokens: the MDS stage keys its output on gold.tokens'
-    # version, which a property commit would move without a row changing (and every shard would be rewritten).
+    # Progress is recorded on gold.token_stats, which tokenize rewrites anyway, so that gold.tokens' history holds
+    # only the commits that change its rows.
     stats.create_if_missing()
     with steps("select"):
         retain_hours = lakehouse.config.maintain.retain_hours
