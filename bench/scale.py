@@ -17,7 +17,8 @@ clock), under one MLflow pipeline run; the stage functions are the ones `datapre
 stage's input (raw JSONL bytes for ingest, document UTF-8 bytes for filter, dedup and tokenize, tokens for MDS)
 over its wall time. There is no peer here: each stage's bench (ingest.py, filters.py, minhash.py, tokenization.py,
 mds.py) compares it with the library a user would otherwise use. The README's capacity plan is derived from this
-run's per-core figures. The last line is machine-readable.
+run's per-core figures, its storage plan from the bytes on disk the run prints per table (the change feed's
+files among them). The last line is machine-readable.
 """
 
 from __future__ import annotations
@@ -293,7 +294,22 @@ def run_pipeline(config, raw_bytes: int) -> list[StageFigures]:
             print(summary.format(), f"\n[{spec.name}: {seconds:.0f} s]", flush=True)
             if spec.name == "tokenize":  # the mix's budget follows what the corpus turned out to hold
                 set_stage_tokens(config.mds.mix, sum(r["tokens"] for r in summary.by_slice if r["source"] == "web"))
+    print_storage(lakehouse, config.mds.output)
     return figures
+
+
+def print_storage(lakehouse: Lakehouse, mds_output: str) -> None:
+    """Bytes on disk of each table (every version, as before VACUUM), the change feed's files among them, and of the
+    MDS shards: the ratios of README's storage plan."""
+    store = lakehouse.storage
+    print(f"\n{'on disk':<26}{'MB':>10}{'change feed MB':>16}")
+    specs = (tables.BRONZE_DOCUMENTS, tables.SILVER_DOCUMENTS, tables.SILVER_DEDUP, tables.SILVER_DEDUP_SIGNATURES,
+             tables.GOLD_TOKENS)  # fmt: skip
+    for spec in specs:
+        files = store.list_files(lakehouse.table(spec).path)
+        feed = sum(entry.size for entry in files if "/_change_data/" in entry.uri)
+        print(f"{spec.name:<26}{sum(entry.size for entry in files) / 1e6:>10.0f}{feed / 1e6:>16.0f}")
+    print(f"{'MDS shards':<26}{sum(entry.size for entry in store.list_files(mds_output)) / 1e6:>10.0f}")
 
 
 @dataclass(frozen=True)
