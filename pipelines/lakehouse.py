@@ -272,12 +272,14 @@ class Merge:
     def when_matched_delete(self, condition: str | None = None) -> Merge:
         return self._clause(f"WHEN MATCHED{_and(condition)} THEN DELETE")
 
-    def when_not_matched_insert(self, values: Mapping[str, str] | None = None) -> Merge:
+    def when_not_matched_insert(self, values: Mapping[str, str] | None = None, condition: str | None = None) -> Merge:
         """Inserts the given column values, or every column of the source by name (`values=None`)."""
         if values is None:
-            return self._clause("WHEN NOT MATCHED THEN INSERT *")
+            return self._clause(f"WHEN NOT MATCHED{_and(condition)} THEN INSERT *")
         columns = ", ".join(quote(column) for column in values)
-        return self._clause(f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({', '.join(values.values())})")
+        return self._clause(
+            f"WHEN NOT MATCHED{_and(condition)} THEN INSERT ({columns}) VALUES ({', '.join(values.values())})"
+        )
 
     def when_not_matched_by_source_delete(self) -> Merge:
         """Deletes the table's rows that no source row matches: with the other clauses, the table becomes the source."""

