@@ -273,7 +273,8 @@ class Merge:
         return self._clause(f"WHEN MATCHED{_and(condition)} THEN DELETE")
 
     def when_not_matched_insert(self, values: Mapping[str, str] | None = None, condition: str | None = None) -> Merge:
-        """Inserts the given column values, or every column of the source by name (`values=None`)."""
+        """Inserts the given column values, or every column of the source by name (`values=None`), for the source
+        rows that match no row of the table (and `condition`, when given)."""
         if values is None:
             return self._clause(f"WHEN NOT MATCHED{_and(condition)} THEN INSERT *")
         columns = ", ".join(quote(column) for column in values)

@@ -236,6 +236,34 @@ def test_a_changed_bronze_document_replaces_its_silver_row(spark, filtered, writ
     assert sorted(tuple(row) for row in silver.read().drop("run_id", "processed_at").collect()) == read_by_changes
 
 
+def test_rows_computed_again_after_a_run_that_did_not_record_its_progress_get_todays_score_and_decision(
+    spark, tmp_path, prose, write_corpus, write_lines, configure
+):
+    root = str(tmp_path)
+    sources = write_corpus(root)
+    config = configure(root, sources)
+    run_stage("ingest", spark, config)
+    run_stage("filter", spark, config)
+    lakehouse = Lakehouse(spark, config.lakehouse)
+    silver = lakehouse.table("silver.documents")
+    progress = "dataprep.caughtUp.bronze.documents"
+    recorded = silver.detail().properties[progress]
+    new = [{"id": f"new{i}", "text": prose(8, seed=500 + i)} for i in range(4)]
+    write_lines(f"{root}/curated/b.jsonl", [json.dumps(record) for record in new])
+    run_stage("ingest", spark, config)
+    assert run_stage("filter", spark, config).computed == len(new)
+    # As if that run had been killed after its MERGE and before recording its progress: the next run computes the
+    # same rows again, finds them up to date in silver, and must still write what it decides of them.
+    silver.set_properties({progress: recorded})
+    strict = configure(root, sources, filter={"rules": [{"name": "gopher_word_count", "min": 250}]})
+    again = run_stage("filter", spark, strict)
+    assert (again.computed, again.recomputed) == (0, len(new)) and again.reconciles
+    rows = [row for row in silver.read().collect() if row.locator.startswith("id=new")]
+    assert len(rows) == len(new) and all("gopher_word_count" in row.drop_reasons for row in rows)
+    assert all(row.quality_score is not None for row in rows)
+    assert redecide(lakehouse, strict.filter, dry_run=True)[:2] == (0, 0)  # every stored decision is today's
+
+
 def test_decisions_and_scores_do_not_depend_on_partitioning(spark, filtered, tmp_path, write_corpus, configure):
     _, config, _ = filtered
     sources = write_corpus(str(tmp_path))

