@@ -202,7 +202,6 @@ SILVER_DEDUP_SIGNATURES = _table(
     ("band_keys", pa.list_(pa.int64()), False, "64-bit LSH key of each band; empty without shingles"),
     ("n_shingles", LONG, False, "shingle positions of the document"),
     ("short", BOOL, False, "fewer tokens than one shingle: its whole text is its one shingle"),
-    ("shingle_hashes", pa.list_(pa.int32()), False, "distinct 32-bit shingle hashes (verify: exact)"),
     ("params", STRING, False, "the settings the row was computed with; incremental runs need equal"),
     # Incremental dedup MERGEs new signatures in on doc_id (band keys are arrays: not a clustering key).
     clustering=("doc_id",),

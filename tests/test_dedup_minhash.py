@@ -51,6 +51,24 @@ def test_signatures_do_not_depend_on_the_batch_a_document_is_in():
     assert np.array_equal(together, alone)
 
 
+def test_word_shingle_hashes_are_the_hashes_of_the_shingles_whatever_the_text():
+    """The batch path finds words with numpy over code points; each document's hashes must be those of its shingles
+    one by one: non-ASCII words and digits, lower-casing that lengthens a text (İ) or depends on context (final
+    sigma), NULs, and documents larger than the hasher's chunk before, between and after ordinary ones."""
+    rng = random.Random(5)
+    words = ["Alpha", "ΣΟΦΊΑΣ", "İstanbul", "naïve", "数据", "x_y", "42", "½", "٣", "ǅ", "ß", "ﬁ", "a\u0301", "😀"]
+    words.append("\x00")
+    ordinary = [
+        " ".join(rng.choice(words) + rng.choice(["", ",", ".", " -", "Σ"]) for _ in range(rng.choice([0, 2, 9, 60])))
+        for _ in range(60)
+    ]
+    giant = " ".join(rng.choice(words) for _ in range(40_000))  # more characters than one chunk of the hasher
+    texts = [giant, *ordinary[:30], giant.upper(), *ordinary[30:], "x" * 300_000 + " Tail"]
+    shingling = Shingling(size=3)
+    for text, hashes in zip(texts, shingling.hash_batch(texts).per_document(), strict=True):
+        assert set(hashes.tolist()) == {shingling.fast_hash(shingle) for shingle in shingling.shingles(text)[0]}
+
+
 def test_fast_shingle_hash_keeps_order_and_spreads_values():
     shingling = Shingling(size=3)
     assert shingling.fast_hash(b"a b c") != shingling.fast_hash(b"b a c")

@@ -80,7 +80,7 @@ def deduplicate_batch(
     # Candidates among the new documents, and between a new document and the best-ranked old kept document of each
     # bucket they share (a bucket of 10,000 old copies adds one candidate per new document, not 10,000).
     inner_candidates = candidate_pairs(new_signed, new_ranks)
-    inner = verified(inner_candidates, new_signed, new_signed, settings)
+    inner = verified(inner_candidates, settings, new, new_signed, new_signed)
     new_bands = band_rows(new_signed)
     old_kept_bands = band_rows(old_signed.join(old_kept_ranks, "doc_id")).join(
         new_bands.select("band", "key").distinct(), ["band", "key"], "left_semi"
@@ -89,7 +89,7 @@ def deduplicate_batch(
     cross_candidates = (
         new_bands.join(representatives, ["band", "key"]).select("src", F.col("doc_id").alias("dst")).distinct()
     )
-    cross = verified(cross_candidates, old_signed, new_signed, settings)
+    cross = verified(cross_candidates, settings, documents, old_signed, new_signed)
     edges = inner.unionByName(cross).localCheckpoint()
 
     # Old kept documents rank before every new one: each is kept in the first round, and removes its new neighbours.

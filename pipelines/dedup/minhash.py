@@ -23,6 +23,7 @@ import functools
 import hashlib
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ SCHEMES = ("affine32", "legacy")
 SHINGLE_HASHES = ("fast", "sha1")
 UNITS = ("word", "char")
 _WORD = re.compile(r"\w+")
+_CODE_POINTS = 0x110000
 _BLOCK_SHINGLES = 8192
 _MASK64 = (1 << 64) - 1
 _BYTE_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2^64
@@ -92,7 +94,9 @@ class Shingling:
                 counts=np.fromiter((len(s) for s, _ in shingled), dtype=np.int64, count=len(texts)),
                 short=np.fromiter((short for _, short in shingled), dtype=bool, count=len(texts)),
             )
-        return _fast_batch([self.tokens(text) for text in texts], self.size)
+        if self.unit == "char":
+            return _fast_batch([self.tokens(text) for text in texts], self.size)
+        return _fast_word_batch(texts, self.size)
 
     def fast_hash(self, shingle: bytes) -> int:
         """The fast hash of one shingle as `shingles()` spells it (for datasketch's `hashfunc`, and for tests)."""
@@ -147,8 +151,9 @@ class _TokenHasher:
     """fmix64 of each token's polynomial hash sum(byte_i * B^i) modulo 2^64, for all tokens at once.
 
     With prefix sums S over a buffer of NUL-separated tokens, the polynomial of the bytes [s, e) is
-    (S[e] - S[s]) * B^-s: a few vectorised passes instead of a loop per token. Tokens go in chunks of about `CHUNK`
-    characters so that the tables of powers are computed once (grown only for a giant token) and memory stays bounded.
+    (S[e] - S[s]) * B^-s: a few vectorised passes instead of a loop per token. It takes pieces, each one token or
+    several joined by NULs (the hashes are the same either way), in chunks of about `CHUNK` characters so that the
+    tables of powers are computed once (grown only for a giant piece) and memory stays bounded.
     """
 
     CHUNK = 1 << 18
@@ -160,16 +165,70 @@ class _TokenHasher:
         self.powers = _powers(_BYTE_BASE, size + 1)
         self.inverse_powers = _powers(_BYTE_BASE_INVERSE, size + 1)
 
-    def __call__(self, tokens: list[str]) -> np.ndarray:
-        if not tokens:
+    def __call__(self, pieces: list[str]) -> np.ndarray:
+        """The hash of every token of every piece, in order."""
+        if not pieces:
             return np.zeros(0, dtype=np.uint64)
-        characters = np.cumsum(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)) + 1)
+        characters = np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)) + 1)
         cuts = np.searchsorted(characters, np.arange(self.CHUNK, int(characters[-1]), self.CHUNK), side="right")
-        bounds = [0, *np.unique(cuts).tolist(), len(tokens)]
-        return np.concatenate([self._chunk(tokens[a:b]) for a, b in itertools.pairwise(bounds) if b > a])
+        bounds = [0, *np.unique(cuts).tolist(), len(pieces)]
+        return np.concatenate([self._chunk(pieces[a:b]) for a, b in itertools.pairwise(bounds) if b > a])
 
-    def _chunk(self, tokens: list[str]) -> np.ndarray:
-        buffer = np.frombuffer("\x00".join(tokens).encode("utf-8"), dtype=np.uint8)
+    def words(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(the hash of every word of every text, in order; how many words each text has), words as `_WORD` finds
+        them in the lower-cased text. Found with numpy over code points (`_word_characters`), in groups of about
+        `CHUNK` characters; a text larger than that goes alone, through a regex and `__call__`."""
+        hashes, counts = [], np.zeros(len(texts), dtype=np.int64)
+        group: list[int] = []
+        characters = 0
+        for i, text in enumerate(texts):
+            giant = len(text) > self.CHUNK
+            if group and (giant or characters + len(text) > self.CHUNK):
+                hashes.append(self._words_of_group([texts[j] for j in group], counts, group))
+                group, characters = [], 0
+            if giant:
+                words = _WORD.findall(text.lower())
+                counts[i] = len(words)
+                hashes.append(self(words))
+            else:
+                group.append(i)
+                characters += len(text) + 1
+        if group:
+            hashes.append(self._words_of_group([texts[j] for j in group], counts, group))
+        return (np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)), counts
+
+    def _words_of_group(self, texts: list[str], counts: np.ndarray, positions: list[int]) -> np.ndarray:
+        """The word hashes of a few texts joined by spaces (no word crosses one); their word counts into
+        `counts[positions]`."""
+        lowered = [text.lower() for text in texts]
+        joined = " ".join(lowered)
+        if joined.isascii():  # the common case: one byte per code point, no offsets to compute
+            buffer = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+            codes, offsets = buffer, None
+        else:
+            codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            buffer = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+            # UTF-8 byte offset of every code point: the polynomial is over a word's UTF-8 bytes.
+            widths = 1 + (codes >= 0x80).astype(np.int64) + (codes >= 0x800) + (codes >= 0x10000)
+            offsets = np.concatenate(([0], np.cumsum(widths)))
+        is_word = np.concatenate(([False], _word_characters()[codes], [False]))
+        edges = np.diff(is_word.view(np.int8))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # code point positions
+        byte_starts, byte_ends = (starts, ends) if offsets is None else (offsets[starts], offsets[ends])
+        if len(buffer) > len(self.powers) - 1:
+            self._grow(len(buffer))
+        with np.errstate(over="ignore"):
+            prefix = np.zeros(len(buffer) + 1, dtype=np.uint64)
+            np.cumsum(buffer * self.powers[: len(buffer)], out=prefix[1:])
+            polynomial = (prefix[byte_ends] - prefix[byte_starts]) * self.inverse_powers[byte_starts]
+        # Text boundaries after lowering: str.lower() may lengthen a text (one code point can lower to two).
+        ends_of_texts = np.cumsum(np.fromiter(map(len, lowered), dtype=np.int64, count=len(lowered)) + 1)
+        text_of_word = np.searchsorted(ends_of_texts, starts, side="right")
+        counts[positions] = np.bincount(text_of_word, minlength=len(texts))
+        return _fmix64(polynomial)
+
+    def _chunk(self, pieces: list[str]) -> np.ndarray:
+        buffer = np.frombuffer("\x00".join(pieces).encode("utf-8"), dtype=np.uint8)
         if len(buffer) > len(self.powers) - 1:
             self._grow(len(buffer))
         separators = np.flatnonzero(buffer == 0)
@@ -182,24 +241,48 @@ class _TokenHasher:
         return _fmix64(polynomial)
 
 
+def _fast_word_batch(texts: list[str], size: int) -> ShingleHashes:
+    """`_fast_batch` over the words of `Shingling.tokens`, without a Python string per word (equal, tested)."""
+    hashes, token_counts = _token_hashes().words(texts)
+    return _shingle_hashes(hashes, token_counts, size, lambda i: _WORD.findall(texts[i].lower()))
+
+
+@functools.cache
+def _word_characters() -> np.ndarray:
+    """table[c]: whether code point c is one `_WORD` matches, for every code point (computed once, by `re` itself,
+    so the two can never disagree)."""
+    every = "".join(map(chr, range(_CODE_POINTS)))
+    marked = re.sub(r"\w", "\x00", every)  # one character for one: positions are code points
+    table = np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype=np.uint32) == 0
+    table[0] = False  # NUL itself is no word character
+    return table
+
+
 def _fast_batch(token_lists: list[list[str]], size: int) -> ShingleHashes:
     token_counts = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
     tokens = _token_hashes()(list(itertools.chain.from_iterable(token_lists)))
+    return _shingle_hashes(tokens, token_counts, size, token_lists.__getitem__)
+
+
+def _shingle_hashes(
+    tokens: np.ndarray, token_counts: np.ndarray, size: int, tokens_of: Callable[[int], list[str]]
+) -> ShingleHashes:
+    """The shingle hashes of a batch from its token hashes (document i owns `token_counts[i]` consecutive ones).
+    `tokens_of(i)`: document i's tokens, asked only for the rare document shorter than one shingle."""
     short = token_counts < size
-    # A shingle is the `size` tokens from position j on; j is valid when they all belong to one document.
-    document_of_token = np.repeat(np.arange(len(token_lists)), token_counts)
-    position = np.arange(len(tokens)) - np.repeat(np.cumsum(token_counts) - token_counts, token_counts)
     windows = max(len(tokens) - size + 1, 0)
     combined = np.zeros(windows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for k, weight in enumerate(_powers(_TOKEN_BASE, size)):
             combined += tokens[k : k + windows] * weight
-    valid = position[:windows] + size <= token_counts[document_of_token[:windows]]
-    hashes, owners = _fmix64(combined[valid]) >> np.uint64(32), document_of_token[:windows][valid]
+    # The shingle starting at token j is valid when its `size` tokens all belong to j's document.
+    valid = np.arange(size, windows + size) <= np.repeat(np.cumsum(token_counts), token_counts)[:windows]
+    hashes = _fmix64(combined[valid]) >> np.uint64(32)
     counts = np.maximum(token_counts - size + 1, 0)
     partial = np.flatnonzero(short & (token_counts > 0))
     if len(partial):  # rare: documents with 1..size-1 tokens hash their whole sequence as one shingle
-        extra = np.fromiter((_fast_sequence_hash(token_lists[i]) for i in partial), dtype=np.uint64)
+        owners = np.repeat(np.arange(len(counts)), counts)
+        extra = np.fromiter((_fast_sequence_hash(tokens_of(i)) for i in partial), dtype=np.uint64)
         order = np.argsort(np.concatenate((owners, partial)), kind="stable")
         hashes = np.concatenate((hashes, extra))[order]
         counts[partial] = 1

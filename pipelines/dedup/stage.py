@@ -140,7 +140,7 @@ def _full(
     with steps("pairs"):
         # Kept: the verification reads them, and the summary counts them (the bands grouped again otherwise).
         candidates = candidate_pairs(signed, keep_ranks(documents, settings)).localCheckpoint()
-        pairs = verified(candidates, signed, signed, settings, candidates.count()).localCheckpoint()
+        pairs = verified(candidates, settings, documents, signed, signed, candidates.count()).localCheckpoint()
     with steps("decide"):
         clusters = assign_clusters(documents.select("doc_id", "n_chars", "quality_score"), pairs, settings)
         _replace_changed(dedup, SILVER_DEDUP.conform(clusters))

@@ -16,8 +16,8 @@ from pyspark.sql.types import DataType, DoubleType, FloatType, IntegralType, Str
 
 from pipelines.dedup.minhash import MinHasher, Shingling
 from pipelines.dedup.settings import DedupConfig
-from pipelines.dedup.tasks import SIGNATURE_COLUMNS, signature_partition
-from pipelines.tables import SILVER_DEDUP_SIGNATURES
+from pipelines.dedup.tasks import SHINGLE_HASH_SCHEMA, SIGNATURE_COLUMNS, shingle_hash_partition, signature_partition
+from pipelines.tables import SILVER_DEDUP_SIGNATURES, spark_schema
 
 # Up to this many candidate pairs (their distinct ids, tens of MB), `verified` broadcasts the ids to pick their rows.
 _BROADCAST_PAIRS = 1_000_000
@@ -25,11 +25,9 @@ _BROADCAST_PAIRS = 1_000_000
 
 def index_params(settings: DedupConfig, bands: int, rows: int) -> str:
     """Everything a stored signature or band key depends on: an incremental run may only reuse equal ones."""
-    exact = settings.verify == "exact"
     return (
         f"num_perm={settings.num_perm} seed={settings.seed} scheme={settings.scheme} "
-        f"shingles={settings.shingle_size}-{settings.shingle_unit}-{settings.shingle_hash} bands={bands}x{rows} "
-        f"shingle_hashes={str(exact).lower()}"
+        f"shingles={settings.shingle_size}-{settings.shingle_unit}-{settings.shingle_hash} bands={bands}x{rows}"
     )
 
 
@@ -37,15 +35,18 @@ def signatures(documents: DataFrame, settings: DedupConfig, bands: int, rows: in
     """(doc_id, text) -> rows of silver.dedup_signatures."""
     task = functools.partial(
         signature_partition,
-        shingling=Shingling(settings.shingle_size, settings.shingle_unit, settings.shingle_hash),
+        shingling=_shingling(settings),
         hasher=MinHasher(settings.num_perm, settings.seed, settings.scheme),
         bands=bands,
         rows=rows,
-        keep_shingle_hashes=settings.verify == "exact",
     )
     computed = SILVER_DEDUP_SIGNATURES.spark_schema(SIGNATURE_COLUMNS)
     signed = documents.select("doc_id", "text").mapInArrow(task, computed)
     return signed.withColumn("params", F.lit(index_params(settings, bands, rows)))
+
+
+def _shingling(settings: DedupConfig) -> Shingling:
+    return Shingling(settings.shingle_size, settings.shingle_unit, settings.shingle_hash)
 
 
 def band_rows(signed: DataFrame) -> DataFrame:
@@ -61,14 +62,13 @@ def candidate_pairs(signed: DataFrame, ranks: DataFrame) -> DataFrame:
     The centre is the member the keep rule considers first, not an arbitrary one: in a bucket of exact copies it is
     then kept and every other member removed as its duplicate. Around the smallest doc_id instead, a better-ranked
     leaf would be kept, the centre removed, and the other leaves (with no edge to the kept one) all kept."""
-    members = band_rows(signed.join(ranks, "doc_id"))
-    # A bucket of one document has no pair: dropping those here leaves only the shared keys to join back.
-    centres = (
-        members.groupBy("band", "key")
-        .agg(F.min("rank")["doc_id"].alias("center"), F.count("*").alias("size"))
-        .where(F.col("size") > 1)
-        .drop("size")
-    )
+    bands = band_rows(signed)
+    # Almost every bucket holds one document and gives no pair. They are found by counting the (band, key) longs,
+    # a hash aggregation; only the members of shared buckets then carry their rank, whose minimum (a struct, which
+    # Spark can only aggregate by sorting) picks the centre. The members are materialised: two steps read them.
+    shared = bands.groupBy("band", "key").count().where(F.col("count") > 1).drop("count")
+    members = bands.join(shared, ["band", "key"], "left_semi").join(ranks, "doc_id").localCheckpoint()
+    centres = members.groupBy("band", "key").agg(F.min("rank")["doc_id"].alias("center"))
     # Band keys are 64-bit hashes, never null, so an equi-join finds every bucket the grouping made.
     return (
         members.join(centres, ["band", "key"])
@@ -79,27 +79,51 @@ def candidate_pairs(signed: DataFrame, ranks: DataFrame) -> DataFrame:
 
 
 def verified(
-    pairs: DataFrame, sources: DataFrame, destinations: DataFrame, settings: DedupConfig, pair_count: int | None = None
+    pairs: DataFrame,
+    settings: DedupConfig,
+    texts: DataFrame,
+    sources: DataFrame,
+    destinations: DataFrame,
+    pair_count: int | None = None,
 ) -> DataFrame:
-    """Pairs whose similarity reaches the threshold: the share of equal signature values (an estimate of Jaccard),
-    or the exact Jaccard of the two shingle-hash sets. `sources`/`destinations`: signature rows of src and dst.
-    `pair_count`, when known: how many pairs there are (a few pick their rows before the joins, see below)."""
+    """Pairs whose similarity reaches the threshold: the exact Jaccard of the two sets of shingle hashes
+    (`verify: exact`), or the share of equal signature values, an estimate of it (`verify: signature`).
+    `texts`: (doc_id, text) of every document a pair may name, for exact verification; `sources`/`destinations`:
+    signature rows of src and dst, for verification by signature. `pair_count`, when known: how many pairs there are
+    (a few pick their rows before the joins, see below)."""
     if settings.verify == "none":
         return pairs
-    column = "shingle_hashes" if settings.verify == "exact" else "signature"
-    left = sources.select(F.col("doc_id").alias("src"), F.col(column).alias("a"))
-    right = destinations.select(F.col("doc_id").alias("dst"), F.col(column).alias("b"))
-    if pair_count is not None and pair_count <= _BROADCAST_PAIRS:
-        # The joins below shuffle both sides. Few pairs need few of the signature rows: picked first by a broadcast
-        # semi-join, which reads the signatures without shuffling them, so only those rows' arrays are shuffled.
-        left = left.join(F.broadcast(pairs.select("src").distinct()), "src", "left_semi")
-        right = right.join(F.broadcast(pairs.select("dst").distinct()), "dst", "left_semi")
+    if settings.verify == "exact":
+        # The sets are computed here, from the text of the documents that are in a pair (a small share of a corpus),
+        # rather than stored in the index for every document: on the scale corpus that table was as large as the
+        # text, and writing it and reading it back cost more than hashing the candidates' text a second time.
+        ids = pairs.select(F.col("src").alias("doc_id")).union(pairs.select(F.col("dst").alias("doc_id"))).distinct()
+        picked = texts.select("doc_id", "text").join(_small(ids, pair_count), "doc_id", "left_semi")
+        task = functools.partial(shingle_hash_partition, shingling=_shingling(settings))
+        # Materialised once: both sides of every pair read it.
+        hashed = picked.mapInArrow(task, spark_schema(SHINGLE_HASH_SCHEMA)).localCheckpoint()
+        sources = destinations = hashed.withColumnRenamed("shingle_hashes", "values")
+    else:
+        sources, destinations = (
+            frame.select("doc_id", F.col("signature").alias("values")) for frame in (sources, destinations)
+        )
+    left = sources.select(F.col("doc_id").alias("src"), F.col("values").alias("a"))
+    right = destinations.select(F.col("doc_id").alias("dst"), F.col("values").alias("b"))
     if settings.verify == "exact":
         union = F.size(F.array_union("a", "b"))
         similarity = F.when(union > 0, F.size(F.array_intersect("a", "b")) / union).otherwise(F.lit(1.0))
     else:
+        # The joins below shuffle both sides. Few pairs need few of the signature rows: picked first by a broadcast
+        # semi-join, which reads the signatures without shuffling them, so only those rows' arrays are shuffled.
+        left = left.join(_small(pairs.select("src").distinct(), pair_count), "src", "left_semi")
+        right = right.join(_small(pairs.select("dst").distinct(), pair_count), "dst", "left_semi")
         similarity = F.size(F.filter(F.arrays_zip("a", "b"), lambda pair: pair["a"] == pair["b"])) / settings.num_perm
     return pairs.join(left, "src").join(right, "dst").where(similarity >= settings.threshold).select("src", "dst")
+
+
+def _small(ids: DataFrame, pair_count: int | None) -> DataFrame:
+    """`ids`, broadcast to the join when the pairs are known to be few enough (their ids: tens of MB)."""
+    return F.broadcast(ids) if pair_count is not None and pair_count <= _BROADCAST_PAIRS else ids
 
 
 def keep_ranks(documents: DataFrame, settings: DedupConfig) -> DataFrame:
