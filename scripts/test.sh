@@ -9,5 +9,5 @@ ensure_torch_env || { echo "[env] installing the PyTorch environment failed (see
 ensure_s3a_jars || { echo "[env] fetching the s3a JARs failed (see above)" >&2; exit 1; }
 cd "$DATAPREP_REPO"
 ruff check dataprep pipelines trainer tests bench jobs notebooks
-python -m pytest -q --durations=10 "$@" tests --ignore=tests/trainer
+python -m pytest -q --durations=30 "$@" tests --ignore=tests/trainer
 "$DATAPREP_TORCH_PYTHON" -m pytest -q -p no:cacheprovider tests/trainer

@@ -79,17 +79,21 @@ def deduplicate_batch(
 
     # Candidates among the new documents, and between a new document and the best-ranked old kept document of each
     # bucket they share (a bucket of 10,000 old copies adds one candidate per new document, not 10,000).
-    inner_candidates = candidate_pairs(new_signed, new_ranks)
-    inner = verified(inner_candidates, settings, new, new_signed, new_signed)
+    # Materialised and counted: verification picks the rows of few pairs by broadcasting their ids (steps.py).
+    inner_candidates = candidate_pairs(new_signed, new_ranks).localCheckpoint()
+    inner = verified(inner_candidates, settings, new, new_signed, new_signed, inner_candidates.count())
     new_bands = band_rows(new_signed)
     old_kept_bands = band_rows(old_signed.join(old_kept_ranks, "doc_id")).join(
         new_bands.select("band", "key").distinct(), ["band", "key"], "left_semi"
     )
     representatives = old_kept_bands.groupBy("band", "key").agg(F.min("rank")["doc_id"].alias("src"))
     cross_candidates = (
-        new_bands.join(representatives, ["band", "key"]).select("src", F.col("doc_id").alias("dst")).distinct()
+        new_bands.join(representatives, ["band", "key"])
+        .select("src", F.col("doc_id").alias("dst"))
+        .distinct()
+        .localCheckpoint()
     )
-    cross = verified(cross_candidates, settings, documents, old_signed, new_signed)
+    cross = verified(cross_candidates, settings, documents, old_signed, new_signed, cross_candidates.count())
     edges = inner.unionByName(cross).localCheckpoint()
 
     # Old kept documents rank before every new one: each is kept in the first round, and removes its new neighbours.
