@@ -8,7 +8,7 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
 from pipelines.dedup.lsh import band_keys, optimal_bands
-from pipelines.dedup.minhash import MinHasher, Shingling
+from pipelines.dedup.minhash import MinHasher, Shingling, _fast_batch, _TokenHasher
 
 WORDS = ["alpha", "beta", "gamma", "delta", "über", "naïve", "数据", "x", "42", "ünïcödé", "end"]
 
@@ -51,22 +51,41 @@ def test_signatures_do_not_depend_on_the_batch_a_document_is_in():
     assert np.array_equal(together, alone)
 
 
-def test_word_shingle_hashes_are_the_hashes_of_the_shingles_whatever_the_text():
-    """The batch path finds words with numpy over code points; each document's hashes must be those of its shingles
-    one by one: non-ASCII words and digits, lower-casing that lengthens a text (İ) or depends on context (final
-    sigma), NULs, and documents larger than the hasher's chunk before, between and after ordinary ones."""
-    rng = random.Random(5)
+def unicode_documents(count: int, seed: int) -> list[str]:
+    """Non-ASCII words and digits, lower-casing that lengthens a text (İ) or depends on context (final sigma), NULs,
+    lone surrogates, punctuation, empty documents."""
+    rng = random.Random(seed)
     words = ["Alpha", "ΣΟΦΊΑΣ", "İstanbul", "naïve", "数据", "x_y", "42", "½", "٣", "ǅ", "ß", "ﬁ", "a\u0301", "😀"]
-    words.append("\x00")
-    ordinary = [
+    words += ["\x00", "\ud800", "Ⱥ", "\u00a0", "\u2028"]
+    return [
         " ".join(rng.choice(words) + rng.choice(["", ",", ".", " -", "Σ"]) for _ in range(rng.choice([0, 2, 9, 60])))
-        for _ in range(60)
+        for _ in range(count)
     ]
-    giant = " ".join(rng.choice(words) for _ in range(40_000))  # more characters than one chunk of the hasher
-    texts = [giant, *ordinary[:30], giant.upper(), *ordinary[30:], "x" * 300_000 + " Tail"]
+
+
+def assert_same_shingle_hashes(shingling: Shingling, texts: list[str]) -> None:
+    """The batch path (words found with numpy over code points) against hashing `Shingling.tokens`' words."""
+    ours = shingling.hash_batch(texts)
+    expected = _fast_batch([shingling.tokens(text) for text in texts], shingling.size)
+    assert np.array_equal(ours.hashes, expected.hashes)
+    assert np.array_equal(ours.counts, expected.counts) and np.array_equal(ours.short, expected.short)
+
+
+def test_word_shingle_hashes_are_the_hashes_of_the_shingles_whatever_the_text(monkeypatch):
     shingling = Shingling(size=3)
-    for text, hashes in zip(texts, shingling.hash_batch(texts).per_document(), strict=True):
+    ordinary = unicode_documents(60, seed=5)
+    for text, hashes in zip(ordinary, shingling.hash_batch(ordinary).per_document(), strict=True):
         assert set(hashes.tolist()) == {shingling.fast_hash(shingle) for shingle in shingling.shingles(text)[0]}
+    # Documents larger than the hasher's chunk go alone: before, between and after ordinary ones.
+    giant = " ".join(unicode_documents(4000, seed=6))
+    assert len(giant) > _TokenHasher.CHUNK and len(shingling.tokens(giant)) > 50_000
+    assert_same_shingle_hashes(shingling, [giant, *ordinary[:30], giant.upper(), *ordinary[30:], giant[::-1]])
+    # A tiny chunk: every group boundary and the giant path, in random batches.
+    monkeypatch.setattr(_TokenHasher, "CHUNK", 40)
+    rng = random.Random(7)
+    for size in (1, 2, 5):
+        for _ in range(20):
+            assert_same_shingle_hashes(Shingling(size=size), rng.sample(ordinary, rng.randint(0, 12)))
 
 
 def test_fast_shingle_hash_keeps_order_and_spreads_values():

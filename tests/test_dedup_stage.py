@@ -271,3 +271,10 @@ def test_incremental_run_falls_back_to_full_when_the_index_cannot_be_reused(spar
     shrunk = run_stage("dedup", spark, smaller)
     assert shrunk.mode == "full" and "1 deduplicated documents are no longer kept" in shrunk.reason
     assert set(dedup_rows(spark, config)) == {"b", "c"} and shrunk.reconciles
+
+    # An index written by an earlier version (it stored every document's shingle hashes) is rebuilt, not extended.
+    index = Lakehouse(spark, config.lakehouse).table("silver.dedup_signatures")
+    spark.sql(f"ALTER TABLE {index.sql_name} ADD COLUMNS (shingle_hashes array<int>)")
+    rebuilt = run_stage("dedup", spark, smaller)
+    assert rebuilt.mode == "full" and "was built by another version" in rebuilt.reason, rebuilt.format()
+    assert "shingle_hashes" not in index.read().columns and rebuilt.reconciles

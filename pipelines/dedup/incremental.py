@@ -29,6 +29,7 @@ from pipelines.dedup.keep import keep_decisions
 from pipelines.dedup.settings import DedupConfig
 from pipelines.dedup.steps import band_rows, candidate_pairs, keep_ranks, verified
 from pipelines.lakehouse import Table
+from pipelines.tables import SILVER_DEDUP_SIGNATURES
 
 
 @dataclass
@@ -44,6 +45,9 @@ def full_run_reason(documents: DataFrame, dedup: Table, index: Table, params: st
         return "no previous dedup result or signature index"
     if "duplicate_of" not in dedup.read().columns:
         return f"{dedup.label} was decided by the earlier keep rule (one kept per cluster; no duplicate_of)"
+    columns = set(index.read().columns)
+    if columns != set(SILVER_DEDUP_SIGNATURES.column_names):  # e.g. one that still stores shingle hashes
+        return f"{index.label} was built by another version (columns {sorted(columns)})"
     stored = {row["params"] for row in index.read().select("params").distinct().collect()}
     if stored - {params}:
         return f"settings changed since the index was built ({sorted(stored)[0]} -> {params})"

@@ -151,28 +151,31 @@ class _TokenHasher:
     """fmix64 of each token's polynomial hash sum(byte_i * B^i) modulo 2^64, for all tokens at once.
 
     With prefix sums S over a buffer of NUL-separated tokens, the polynomial of the bytes [s, e) is
-    (S[e] - S[s]) * B^-s: a few vectorised passes instead of a loop per token. It takes pieces, each one token or
-    several joined by NULs (the hashes are the same either way), in chunks of about `CHUNK` characters so that the
-    tables of powers are computed once (grown only for a giant piece) and memory stays bounded.
+    (S[e] - S[s]) * B^-s: a few vectorised passes instead of a loop per token. Tokens go in chunks of about `CHUNK`
+    characters so that the tables of powers are computed once; a chunk longer than them (a giant token) gets tables
+    of its own, dropped with it, so a worker's memory stays bounded.
     """
 
     CHUNK = 1 << 18
 
     def __init__(self) -> None:
-        self._grow(4 * self.CHUNK)
+        self.powers, self.inverse_powers = self._tables(4 * self.CHUNK)
 
-    def _grow(self, size: int) -> None:
-        self.powers = _powers(_BYTE_BASE, size + 1)
-        self.inverse_powers = _powers(_BYTE_BASE_INVERSE, size + 1)
+    @staticmethod
+    def _tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+        return _powers(_BYTE_BASE, size + 1), _powers(_BYTE_BASE_INVERSE, size + 1)
 
-    def __call__(self, pieces: list[str]) -> np.ndarray:
-        """The hash of every token of every piece, in order."""
-        if not pieces:
+    def _tables_for(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Powers for a buffer of `size` bytes: the kept tables, or tables made for a giant buffer alone."""
+        return (self.powers, self.inverse_powers) if size < len(self.powers) else self._tables(size)
+
+    def __call__(self, tokens: list[str]) -> np.ndarray:
+        if not tokens:
             return np.zeros(0, dtype=np.uint64)
-        characters = np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)) + 1)
+        characters = np.cumsum(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)) + 1)
         cuts = np.searchsorted(characters, np.arange(self.CHUNK, int(characters[-1]), self.CHUNK), side="right")
-        bounds = [0, *np.unique(cuts).tolist(), len(pieces)]
-        return np.concatenate([self._chunk(pieces[a:b]) for a, b in itertools.pairwise(bounds) if b > a])
+        bounds = [0, *np.unique(cuts).tolist(), len(tokens)]
+        return np.concatenate([self._chunk(tokens[a:b]) for a, b in itertools.pairwise(bounds) if b > a])
 
     def words(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(the hash of every word of every text, in order; how many words each text has), words as `_WORD` finds
@@ -215,29 +218,27 @@ class _TokenHasher:
         edges = np.diff(is_word.view(np.int8))
         starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # code point positions
         byte_starts, byte_ends = (starts, ends) if offsets is None else (offsets[starts], offsets[ends])
-        if len(buffer) > len(self.powers) - 1:
-            self._grow(len(buffer))
+        powers, inverse_powers = self._tables_for(len(buffer))
         with np.errstate(over="ignore"):
             prefix = np.zeros(len(buffer) + 1, dtype=np.uint64)
-            np.cumsum(buffer * self.powers[: len(buffer)], out=prefix[1:])
-            polynomial = (prefix[byte_ends] - prefix[byte_starts]) * self.inverse_powers[byte_starts]
+            np.cumsum(buffer * powers[: len(buffer)], out=prefix[1:])
+            polynomial = (prefix[byte_ends] - prefix[byte_starts]) * inverse_powers[byte_starts]
         # Text boundaries after lowering: str.lower() may lengthen a text (one code point can lower to two).
         ends_of_texts = np.cumsum(np.fromiter(map(len, lowered), dtype=np.int64, count=len(lowered)) + 1)
         text_of_word = np.searchsorted(ends_of_texts, starts, side="right")
         counts[positions] = np.bincount(text_of_word, minlength=len(texts))
         return _fmix64(polynomial)
 
-    def _chunk(self, pieces: list[str]) -> np.ndarray:
-        buffer = np.frombuffer("\x00".join(pieces).encode("utf-8"), dtype=np.uint8)
-        if len(buffer) > len(self.powers) - 1:
-            self._grow(len(buffer))
+    def _chunk(self, tokens: list[str]) -> np.ndarray:
+        buffer = np.frombuffer("\x00".join(tokens).encode("utf-8"), dtype=np.uint8)
+        powers, inverse_powers = self._tables_for(len(buffer))
         separators = np.flatnonzero(buffer == 0)
         starts = np.concatenate(([0], separators + 1))
         ends = np.concatenate((separators, [len(buffer)]))
         with np.errstate(over="ignore"):
             prefix = np.zeros(len(buffer) + 1, dtype=np.uint64)
-            np.cumsum(buffer * self.powers[: len(buffer)], out=prefix[1:])
-            polynomial = (prefix[ends] - prefix[starts]) * self.inverse_powers[starts]
+            np.cumsum(buffer * powers[: len(buffer)], out=prefix[1:])
+            polynomial = (prefix[ends] - prefix[starts]) * inverse_powers[starts]
         return _fmix64(polynomial)
 
 

@@ -19,7 +19,8 @@ from pipelines.dedup.settings import DedupConfig
 from pipelines.dedup.tasks import SHINGLE_HASH_SCHEMA, SIGNATURE_COLUMNS, shingle_hash_partition, signature_partition
 from pipelines.tables import SILVER_DEDUP_SIGNATURES, spark_schema
 
-# Up to this many candidate pairs (their distinct ids, tens of MB), `verified` broadcasts the ids to pick their rows.
+# Up to this many candidate pairs, `verified` broadcasts their ids to pick their rows (at most two million 32-character
+# ids for exact verification, which picks both ends of every pair: about 100 MB).
 _BROADCAST_PAIRS = 1_000_000
 
 
