@@ -123,7 +123,7 @@ def verified(
 
 
 def _small(ids: DataFrame, pair_count: int | None) -> DataFrame:
-    """`ids`, broadcast to the join when the pairs are known to be few enough (their ids: tens of MB)."""
+    """`ids`, broadcast to the join when the pairs are known to be few enough (`_BROADCAST_PAIRS`)."""
     return F.broadcast(ids) if pair_count is not None and pair_count <= _BROADCAST_PAIRS else ids
 
 
