@@ -187,7 +187,7 @@ class _TokenHasher:
         for i, text in enumerate(texts):
             giant = len(text) > self.CHUNK
             if group and (giant or characters + len(text) > self.CHUNK):
-                hashes.append(self._words_of_group([texts[j] for j in group], counts, group))
+                hashes.append(self._words_of_group(texts, group, counts))
                 group, characters = [], 0
             if giant:
                 words = _WORD.findall(text.lower())
@@ -197,13 +197,13 @@ class _TokenHasher:
                 group.append(i)
                 characters += len(text) + 1
         if group:
-            hashes.append(self._words_of_group([texts[j] for j in group], counts, group))
+            hashes.append(self._words_of_group(texts, group, counts))
         return (np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)), counts
 
-    def _words_of_group(self, texts: list[str], counts: np.ndarray, positions: list[int]) -> np.ndarray:
-        """The word hashes of a few texts joined by spaces (no word crosses one); their word counts into
+    def _words_of_group(self, texts: list[str], positions: list[int], counts: np.ndarray) -> np.ndarray:
+        """The word hashes of `texts[positions]` joined by spaces (no word crosses one); their word counts into
         `counts[positions]`."""
-        lowered = [text.lower() for text in texts]
+        lowered = [texts[i].lower() for i in positions]
         joined = " ".join(lowered)
         if joined.isascii():  # the common case: one byte per code point, no offsets to compute
             buffer = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
@@ -226,7 +226,7 @@ class _TokenHasher:
         # Text boundaries after lowering: str.lower() may lengthen a text (one code point can lower to two).
         ends_of_texts = np.cumsum(np.fromiter(map(len, lowered), dtype=np.int64, count=len(lowered)) + 1)
         text_of_word = np.searchsorted(ends_of_texts, starts, side="right")
-        counts[positions] = np.bincount(text_of_word, minlength=len(texts))
+        counts[positions] = np.bincount(text_of_word, minlength=len(positions))
         return _fmix64(polynomial)
 
     def _chunk(self, tokens: list[str]) -> np.ndarray:

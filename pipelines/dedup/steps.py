@@ -95,31 +95,42 @@ def verified(
     if settings.verify == "none":
         return pairs
     if settings.verify == "exact":
-        # The sets are computed here, from the text of the documents that are in a pair (a small share of a corpus),
-        # rather than stored in the index for every document: on the scale corpus that table was as large as the
-        # text, and writing it and reading it back cost more than hashing the candidates' text a second time.
-        ids = pairs.select(F.col("src").alias("doc_id")).union(pairs.select(F.col("dst").alias("doc_id"))).distinct()
-        picked = texts.select("doc_id", "text").join(_small(ids, pair_count), "doc_id", "left_semi")
-        task = functools.partial(shingle_hash_partition, shingling=_shingling(settings))
-        # Materialised once: both sides of every pair read it.
-        hashed = picked.mapInArrow(task, spark_schema(SHINGLE_HASH_SCHEMA)).localCheckpoint()
-        sources = destinations = hashed.withColumnRenamed("shingle_hashes", "values")
+        left, right, similarity = _exact_sides(pairs, settings, texts, pair_count)
     else:
-        sources, destinations = (
-            frame.select("doc_id", F.col("signature").alias("values")) for frame in (sources, destinations)
-        )
-    left = sources.select(F.col("doc_id").alias("src"), F.col("values").alias("a"))
-    right = destinations.select(F.col("doc_id").alias("dst"), F.col("values").alias("b"))
-    if settings.verify == "exact":
-        union = F.size(F.array_union("a", "b"))
-        similarity = F.when(union > 0, F.size(F.array_intersect("a", "b")) / union).otherwise(F.lit(1.0))
-    else:
-        # The joins below shuffle both sides. Few pairs need few of the signature rows: picked first by a broadcast
-        # semi-join, which reads the signatures without shuffling them, so only those rows' arrays are shuffled.
-        left = left.join(_small(pairs.select("src").distinct(), pair_count), "src", "left_semi")
-        right = right.join(_small(pairs.select("dst").distinct(), pair_count), "dst", "left_semi")
-        similarity = F.size(F.filter(F.arrays_zip("a", "b"), lambda pair: pair["a"] == pair["b"])) / settings.num_perm
+        left, right, similarity = _signature_sides(pairs, settings, sources, destinations, pair_count)
     return pairs.join(left, "src").join(right, "dst").where(similarity >= settings.threshold).select("src", "dst")
+
+
+def _exact_sides(
+    pairs: DataFrame, settings: DedupConfig, texts: DataFrame, pair_count: int | None
+) -> tuple[DataFrame, DataFrame, Column]:
+    """(src, a) and (dst, b) rows of the pairs' shingle-hash sets, and their exact Jaccard."""
+    # The sets are computed here, from the text of the documents that are in a pair (a small share of a corpus),
+    # rather than stored in the index for every document: on the scale corpus that table was as large as the
+    # text, and writing it and reading it back cost more than hashing the candidates' text a second time.
+    ids = pairs.select(F.col("src").alias("doc_id")).union(pairs.select(F.col("dst").alias("doc_id"))).distinct()
+    picked = texts.select("doc_id", "text").join(_small(ids, pair_count), "doc_id", "left_semi")
+    task = functools.partial(shingle_hash_partition, shingling=_shingling(settings))
+    # Materialised once: both sides of every pair read it.
+    hashed = picked.mapInArrow(task, spark_schema(SHINGLE_HASH_SCHEMA)).localCheckpoint()
+    left = hashed.select(F.col("doc_id").alias("src"), F.col("shingle_hashes").alias("a"))
+    right = hashed.select(F.col("doc_id").alias("dst"), F.col("shingle_hashes").alias("b"))
+    union = F.size(F.array_union("a", "b"))
+    return left, right, F.when(union > 0, F.size(F.array_intersect("a", "b")) / union).otherwise(F.lit(1.0))
+
+
+def _signature_sides(
+    pairs: DataFrame, settings: DedupConfig, sources: DataFrame, destinations: DataFrame, pair_count: int | None
+) -> tuple[DataFrame, DataFrame, Column]:
+    """(src, a) and (dst, b) rows of the pairs' signatures, and the share of their values that agree."""
+    left = sources.select(F.col("doc_id").alias("src"), F.col("signature").alias("a"))
+    right = destinations.select(F.col("doc_id").alias("dst"), F.col("signature").alias("b"))
+    # The joins shuffle both sides. Few pairs need few of the signature rows: picked first by a broadcast semi-join,
+    # which reads the signatures without shuffling them, so only those rows' arrays are shuffled.
+    left = left.join(_small(pairs.select("src").distinct(), pair_count), "src", "left_semi")
+    right = right.join(_small(pairs.select("dst").distinct(), pair_count), "dst", "left_semi")
+    agreeing = F.size(F.filter(F.arrays_zip("a", "b"), lambda pair: pair["a"] == pair["b"]))
+    return left, right, agreeing / settings.num_perm
 
 
 def _small(ids: DataFrame, pair_count: int | None) -> DataFrame:
