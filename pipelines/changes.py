@@ -124,7 +124,7 @@ def set_properties(target: Table, properties: dict[str, str]) -> None:
 def forget(target: Table, source: Table) -> None:
     """Drops `target`'s record of `source`: its next run reads the whole source. For a target edited outside its
     stage (an UPDATE by hand), whose rows the record no longer describes."""
-    target.spark.sql(f"ALTER TABLE {target.sql_name} UNSET TBLPROPERTIES IF EXISTS ('{_PROPERTY + source.label}')")
+    target.unset_property(_PROPERTY + source.label)
 
 
 def changed_keys(source: Table, caught_up: CatchUp, key: str) -> DataFrame:

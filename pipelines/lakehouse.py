@@ -156,6 +156,9 @@ class Table:
     def set_properties(self, properties: Mapping[str, str]) -> None:
         self.spark.sql(f"ALTER TABLE {self.sql_name} SET TBLPROPERTIES ({_properties(properties)})")
 
+    def unset_property(self, name: str) -> None:
+        self.spark.sql(f"ALTER TABLE {self.sql_name} UNSET TBLPROPERTIES IF EXISTS ({sql_string(name)})")
+
     def changes(self, start: int, end: int) -> DataFrame:
         """Delta's change data feed of versions `start` to `end`, both included: every row a commit inserted,
         deleted or updated, with its `_change_type` (insert, delete, update_preimage, update_postimage) and

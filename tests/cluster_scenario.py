@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import yaml
-from conftest import PROSE_STOP_WORDS, PROSE_VOCABULARY
+from conftest import PROSE_STOP_WORDS, PROSE_VOCABULARY, SMALL_QUALITY_MODEL_BUCKETS
 
 from pipelines import storage
 from pipelines.storage import Storage
@@ -137,7 +137,14 @@ def write_config(
         ],
         # Small byte ranges: the plain JSONL file is read by several tasks, each seeking into the object.
         "ingest": {"split_bytes": 4096},
-        "filter": {"quality": {"positive_sources": ["curated"], "negative_sources": ["spam"], "epochs": 10}},
+        "filter": {
+            "quality": {
+                "positive_sources": ["curated"],
+                "negative_sources": ["spam"],
+                "epochs": 10,
+                "buckets": SMALL_QUALITY_MODEL_BUCKETS,
+            }
+        },
         "mds": {"mix": mix_path},
         "train": TRAIN,
     }

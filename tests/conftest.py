@@ -99,6 +99,18 @@ def demo_run(tmp_path_factory, spark, spark_events) -> DemoRun:
     return DemoRun(lakehouse, output.getvalue(), plans)
 
 
+# The tests' corpora are a few hundred documents: a quality model of 20,000 hashed n-gram rows (5 MB) instead of
+# fastText's 2 M (0.5 GB, written, logged to MLflow and loaded by every Python worker in each test that trains one).
+SMALL_QUALITY_MODEL_BUCKETS = 20_000
+
+
+def with_small_quality_model(sections: dict[str, Any]) -> dict[str, Any]:
+    """Config `sections` whose `filter.quality.buckets` is the tests' small table unless they set it."""
+    filter_section = dict(sections.get("filter") or {})
+    filter_section["quality"] = {"buckets": SMALL_QUALITY_MODEL_BUCKETS, **(filter_section.get("quality") or {})}
+    return {**sections, "filter": filter_section}
+
+
 @pytest.fixture(scope="session")
 def make_config() -> Callable[..., PipelineConfig]:
     """`make_config(root, sources, **sections)`: a validated config whose lakehouse and MLflow store live under
@@ -109,7 +121,7 @@ def make_config() -> Callable[..., PipelineConfig]:
             "lakehouse": {"root": os.path.join(root, "lakehouse")},
             "mlflow": {"tracking_uri": os.environ["DATAPREP_TEST_MLFLOW_URI"]},
             "sources": sources,
-            **sections,
+            **with_small_quality_model(sections),
         }
         return parse_config(raw)
 

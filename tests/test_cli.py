@@ -10,6 +10,7 @@ import sys
 import mlflow
 import pytest
 import yaml
+from conftest import with_small_quality_model
 
 from dataprep.cli import EXIT_BAD_INPUT, demo_config, main
 from dataprep.demo import build_demo_corpus
@@ -27,7 +28,7 @@ def write_config(tmp_path, sources, **sections) -> str:
         "lakehouse": {"root": str(tmp_path / "lakehouse")},
         "mlflow": {"tracking_uri": os.environ["DATAPREP_TEST_MLFLOW_URI"]},
         "sources": sources,
-        **sections,
+        **with_small_quality_model(sections),
     }
     path.write_text(yaml.safe_dump(raw))
     return str(path)

@@ -216,23 +216,50 @@ def test_redecide_uses_stored_signals_only_and_reports_flips(spark, filtered, wr
     after = {r.doc_id: (r.run_id, r.signals) for r in silver.read().collect()}
     assert after == before  # same signals, computed by the same run: nothing was recomputed
     assert redecide(Lakehouse(spark, config.lakehouse), config.filter)[:2] == (0, to_drop)  # and back
+    # Decisions written outside a filter run: the next one derives every row's again, not only the changed groups'.
+    again = run_stage("filter", spark, config)
+    assert again.decided == "every row of silver.documents (silver.documents records no decisions of an earlier run)"
+    assert (again.flipped_to_drop, again.flipped_to_keep) == (0, 0)
 
 
-def test_a_changed_bronze_document_replaces_its_silver_row(spark, filtered, write_file):
+def test_a_changed_bronze_document_replaces_its_silver_row_and_only_changed_groups_are_decided_again(
+    spark, filtered, write_file
+):
     root, config, _ = filtered
+    originals = {f"orig{i}.py": f"VALUE_{i} = {i} * 7\n" for i in range(6)}  # code: exact copies, whitespace and all
+    for name, text in originals.items():
+        write_file(f"{root}/repo/{name}", text)
+    run_stage("ingest", spark, config, only=["repo"])
+    first = run_stage("filter", spark, config)
+    assert first.computed == len(originals) and "content groups" in first.decided, first.decided
+    # Copies of the originals arrive: where a copy has the smaller doc_id, the original already in silver becomes its
+    # duplicate, although nothing about the original changed.
+    for name, text in originals.items():
+        write_file(f"{root}/repo/copy_{name}", text)
     write_file(f"{root}/repo/good.py", "def add(a, b):\n    return b + a\n")
     run_stage("ingest", spark, config, only=["repo"])
     summary = run_stage("filter", spark, config)
-    assert (summary.removed, summary.computed) == (1, 1) and summary.reconciles
+    assert (summary.removed, summary.computed) == (1, len(originals) + 1) and summary.reconciles
     assert summary.read.startswith("the changes to bronze.documents in versions"), summary.read  # not all of it
+    assert "content groups" in summary.decided, summary.decided
     assert "b + a" in silver_rows(spark, config)[("repo", "good.py")].text
-    # What a run reading all of bronze makes of it is the same.
+    demoted = summary.flipped_to_drop
+    assert demoted > 0 and summary.flipped_to_keep == 0
+    # The copies change: the originals they displaced are each kept again.
+    for name in originals:
+        write_file(f"{root}/repo/copy_{name}", f"# changed\n{originals[name]}")
+    run_stage("ingest", spark, config, only=["repo"])
+    summary = run_stage("filter", spark, config)
+    assert (summary.removed, summary.computed, summary.flipped_to_keep) == (len(originals), len(originals), demoted)
+    assert "content groups" in summary.decided, summary.decided
+    # What a run reading all of bronze, deciding every row, makes of it is the same.
     lakehouse = Lakehouse(spark, config.lakehouse)
     silver = lakehouse.table("silver.documents")
     read_by_changes = sorted(tuple(row) for row in silver.read().drop("run_id", "processed_at").collect())
     silver.drop()
     whole = run_stage("filter", spark, config)
     assert whole.read.startswith("all of bronze.documents (silver.documents records no version")
+    assert whole.decided == "every row of silver.documents (the run reads all of bronze)"
     assert sorted(tuple(row) for row in silver.read().drop("run_id", "processed_at").collect()) == read_by_changes
 
 

@@ -17,6 +17,7 @@ import threading
 
 import pytest
 import yaml
+from conftest import with_small_quality_model
 from pyspark.sql.types import TimestampType
 
 from dataprep.cli import main
@@ -85,7 +86,7 @@ def write_config(root: str, name: str, sources: list[dict], master: str, partiti
         "spark": {"master": master, "shuffle_partitions": partitions, "driver_memory": "1g"},
         "sources": sources,
         "mds": {"mix": f"{root}/mix.yaml"},
-        **sections,
+        **with_small_quality_model(sections),
     }
     path = f"{root}/{name}.yaml"
     with open(path, "w", encoding="utf-8") as handle:

@@ -73,6 +73,12 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def wait_for_all_ranks() -> None:
+    """Returns once every rank has called it (no-op on one process)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def close_placement() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -39,7 +39,14 @@ from trainer.data import Batch, CurriculumLoader, CurriculumStage, DataError, lo
 from trainer.metrics import Progress, expert_imbalance, flops_per_token, peak_tflops
 from trainer.model import Decoder
 from trainer.optim import build_optimizer, build_scheduler
-from trainer.parallel import Placement, all_reduce_sum, close_placement, init_placement, parallelize
+from trainer.parallel import (
+    Placement,
+    all_reduce_sum,
+    close_placement,
+    init_placement,
+    parallelize,
+    wait_for_all_ranks,
+)
 from trainer.settings import TrainConfig
 
 # ModelConfig fields added after runs were fingerprinted, with their defaults: left out of the fingerprint while at
@@ -118,6 +125,10 @@ def train(
                 _loop(state)
             if placement.is_main:
                 mlflow.set_tags({"dataprep.checkpoint": summary.checkpoint, "dataprep.up_to_date": summary.up_to_date})
+        # Ranks leave the process group together: a rank that tore it down while the main one was still ending its
+        # MLflow run once aborted ("terminate called without an active exception"). Not on failure, where the other
+        # ranks may never arrive.
+        wait_for_all_ranks()
         return summary
     finally:
         close_placement()

@@ -8,6 +8,8 @@ shows exactly which documents it alone was holding back.
 
 from __future__ import annotations
 
+import hashlib
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -17,6 +19,8 @@ from pipelines.filter.settings import FilterConfig
 EXACT_DUPLICATE = "exact_duplicate"
 LANGUAGE_NOT_ALLOWED = "language_not_allowed"
 SIGNAL_ERROR = "signal_error"
+# Bump when what this module derives from the same signals changes: stored decisions are then all derived again.
+DECISIONS_VERSION = 1
 
 
 def rule_violation(rule: Rule) -> Column:
@@ -54,3 +58,11 @@ def with_decisions(frame: DataFrame, config: FilterConfig) -> DataFrame:
     reasons.append(F.when(F.col("duplicate_of").isNotNull(), F.lit(EXACT_DUPLICATE)))
     drop_reasons = F.filter(F.array(*reasons), lambda reason: reason.isNotNull())
     return frame.withColumn("drop_reasons", drop_reasons).withColumn("keep", F.size("drop_reasons") == 0)
+
+
+def fingerprint(config: FilterConfig, model_version: str | None) -> str:
+    """A digest of everything a row's decision depends on besides its own stored columns and its content group: the
+    enabled rules, the allowed languages, the model whose score the rules read, and this module's version."""
+    described = [rule.describe() for rule in config.rules if rule.enabled]
+    described += [f"languages: {config.languages}", f"quality model: {model_version}", f"v{DECISIONS_VERSION}"]
+    return hashlib.sha256("\n".join(described).encode()).hexdigest()[:16]

@@ -98,6 +98,7 @@ def train(training_file: str, config: QualityModelConfig, model_path: str) -> No
         lr=config.learning_rate,
         wordNgrams=config.word_ngrams,
         dim=config.dim,
+        bucket=config.buckets,
         minCount=2,
         loss="softmax",
         thread=1,  # one thread: the same data and seed give the same model

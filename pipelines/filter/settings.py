@@ -25,6 +25,9 @@ class QualityModelConfig:
     learning_rate: float = 0.5
     word_ngrams: int = 2
     dim: int = 64
+    # Rows of the hashed word n-gram table (fastText's default): the model is buckets x dim floats, 0.5 GB at the
+    # default; a small corpus (the demo, the tests) needs far fewer.
+    buckets: int = 2_000_000
     seed: int = 0
     registered_model: str | None = None  # register each trained model under this name (catalog.schema.name in UC)
     model_uri: str | None = None  # score with this MLflow model: models:/<name>/<version>, models:/<name>@<alias>
@@ -92,6 +95,7 @@ def _parse_quality(section: Section, source_names: set[str]) -> QualityModelConf
         learning_rate=section.take_number("learning_rate", defaults.learning_rate),
         word_ngrams=section.take("word_ngrams", int, default=defaults.word_ngrams, minimum=1),
         dim=section.take("dim", int, default=defaults.dim, minimum=2),
+        buckets=section.take("buckets", int, default=defaults.buckets, minimum=1),
         seed=section.take("seed", int, default=defaults.seed),
         registered_model=section.take("registered_model", str),
         model_uri=section.take("model_uri", str),

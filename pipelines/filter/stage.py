@@ -2,14 +2,16 @@
 
 Incremental and idempotent: signals are computed for the bronze documents silver has not seen (by doc_id) and
 recomputed for the rows whose signals are outdated (a signal family added or changed since, see filter/signals.py),
-rows whose bronze document is gone are removed, and decisions are re-derived for every row from stored signals.
-A computed row (new, or replacing an outdated one) is written once, with its quality score and decision; of the
-other rows, only those whose decision changed are written, and those a different model scored (after a retraining
-or a new `model_uri`: their new score is a write of its own). Which bronze documents are new or gone is read from
-bronze's change feed since the version silver records having caught up with (pipelines/changes.py), not from the
-whole table; the whole table is read, saying why (summary, MLflow tag), when that cannot be done or the signal
-versions changed. Every bronze document has exactly one silver row, kept or dropped with its reasons: silver rows =
-kept + dropped, and bronze rows = silver rows after each run.
+and rows whose bronze document is gone are removed. Decisions are derived from stored signals: for every row when the
+rules, the allowed languages or the quality model changed since the decisions silver records (or the run reads all
+of bronze), else only for the rows of the content groups the run changed (see `touched_groups`). A computed row
+(new, or replacing an outdated one) is written once, with its quality score and decision; of the other rows, only
+those whose decision changed are written, and those a different model scored (after a retraining or a new
+`model_uri`: their new score is a write of its own). Which bronze documents are new or gone is read from bronze's
+change feed since the version silver records having caught up with (pipelines/changes.py), not from the whole table;
+the whole table is read, saying why (summary, MLflow tag), when that cannot be done or the signal versions changed.
+Every bronze document has exactly one silver row, kept or dropped with its reasons: silver rows = kept + dropped, and
+bronze rows = silver rows after each run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines import changes, reports, storage
-from pipelines.filter import quality
+from pipelines.filter import decide, quality
 from pipelines.filter.decide import with_decisions, with_exact_duplicates
 from pipelines.filter.settings import FilterConfig
 from pipelines.filter.signals import FAMILIES, current_versions
@@ -40,6 +42,8 @@ from pipelines.tracking import metric_name
 
 _BRONZE_COLUMNS = ["doc_id", "source", "kind", "locator", "text", "language"]
 _DECISION_COLUMNS = ["duplicate_of", "keep", "drop_reasons"]
+# silver's property naming the decide.fingerprint every stored decision was derived under; unset while they may not be
+_DECIDED_UNDER = "dataprep.decidedUnder"
 
 
 @dataclass
@@ -47,6 +51,7 @@ class FilterSummary(StageSummary):
     bronze_rows: int
     silver_rows: int
     read: str  # what of bronze the run read: the changes since it last caught up, or all of it and why
+    decided: str  # which rows the run derived decisions for: the content groups it changed, or every row and why
     computed: int  # new documents whose signals this run computed
     recomputed: int  # silver rows whose outdated signals this run computed again
     removed: int  # silver rows whose bronze document is gone
@@ -71,6 +76,7 @@ class FilterSummary(StageSummary):
             f"bronze {self.bronze_rows} = silver {self.silver_rows} = kept {self.kept} + dropped {self.dropped}"
             f"  {'ok' if self.reconciles else 'MISMATCH'}",
             f"read {self.read}",
+            f"decided {self.decided}",
             f"signals computed for {self.computed} new documents, recomputed for {self.recomputed} outdated rows; "
             f"{self.removed} stale rows removed; decisions flipped: {self.flipped_to_drop} keep->drop, "
             f"{self.flipped_to_keep} drop->keep",
@@ -141,6 +147,7 @@ def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: b
             caught_up = changes.catch_up(silver, bronze, fingerprint, lakehouse.config.maintain.retain_hours)
             read = caught_up.describe(bronze)
             mlflow.set_tag("dataprep.filter_read", read)
+            gone = None
             if caught_up.whole:
                 removed = _remove_stale(silver, bronze)
                 current = silver.read().where(signals_up_to_date()).select("doc_id")
@@ -153,12 +160,28 @@ def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: b
             staging.signals.overwrite(pending.mapInArrow(task, SILVER_DOCUMENTS.spark_schema(COMPUTED_COLUMNS)))
         with steps("quality"):
             model = _quality_model(lakehouse, bronze, silver, staging, settings, context.run_id, retrain_quality)
+            decided_under = decide.fingerprint(settings, model.version if model else None)
+            every_row = _why_every_row(silver, caught_up, decided_under)
+            if model is not None:
+                _score(silver, staging, model, lakehouse.storage, rescore=every_row is not None)
         with steps("decide"):
-            computed, recomputed, flips = _write(silver, staging, model, settings, context.run_id, context.started_at)
-            changes.record(silver, bronze, caught_up, fingerprint)
+            hashes = None
+            if every_row:
+                decided = f"every row of {silver.label} ({every_row})"
+            else:
+                hashes, groups = touched_groups(silver, staging.signals.read(), gone)
+                decided = f"the {groups} content groups of the rows this run computed or removed"
+            computed, recomputed, flips = _write(
+                silver, staging, model, settings, context.run_id, context.started_at, hashes
+            )
+            properties = changes.progress(bronze, caught_up, fingerprint)
+            if silver.detail().properties.get(_DECIDED_UNDER) != decided_under:
+                properties[_DECIDED_UNDER] = decided_under
+            changes.set_properties(silver, properties)  # one commit
     finally:
         staging.drop()
-    return _summarize(bronze, silver, read, computed, recomputed, removed, flips, model)
+    mlflow.set_tag("dataprep.filter_decided", decided)
+    return _summarize(bronze, silver, read, decided, computed, recomputed, removed, flips, model)
 
 
 def redecide(lakehouse: Lakehouse, settings: FilterConfig, dry_run: bool = False) -> tuple[int, int, dict[str, int]]:
@@ -167,6 +190,8 @@ def redecide(lakehouse: Lakehouse, settings: FilterConfig, dry_run: bool = False
     if dry_run:
         decided = with_decisions(with_exact_duplicates(silver.read()), settings)
         return _count_flips(silver.read(), decided) + (_reasons(decided),)
+    # Decisions under other settings than the recorded ones: the next filter run derives all of them again.
+    silver.unset_property(_DECIDED_UNDER)
     flips = _apply_decisions(silver, settings)
     return flips + (_reasons(silver.read()),)
 
@@ -176,6 +201,26 @@ def _signals_fingerprint() -> str:
     kinds = sorted({kind for family in FAMILIES for kind in family.kinds})
     versions = {kind: ",".join(f"{n}={v}" for n, v in sorted(current_versions(kind).items())) for kind in kinds}
     return ";".join(f"{kind}:{listed}" for kind, listed in versions.items())
+
+
+_BROADCAST_HASHES = 500_000  # content hashes sent whole to every task of a join: about 50 MB at this many
+
+
+def _why_every_row(silver: Table, caught_up: changes.CatchUp, decided_under: str) -> str | None:
+    """Why this run derives the decision of every row of silver, None when it derives only those of the content
+    groups it changes: every other row's inputs (its signals, score and group) and the rules are then as they were
+    when its stored decision was derived. Unsets the recorded fingerprint when it is not this run's, before the run
+    writes any score or decision, so that one that dies half-way leaves none recorded: the next run decides all."""
+    recorded = silver.detail().properties.get(_DECIDED_UNDER)
+    if recorded is not None and recorded != decided_under:
+        silver.unset_property(_DECIDED_UNDER)
+    if caught_up.whole:
+        return "the run reads all of bronze"
+    if recorded is None:
+        return f"{silver.label} records no decisions of an earlier run"
+    if recorded != decided_under:
+        return "the rules, the languages or the quality model changed"
+    return None
 
 
 def _remove_stale(silver: Table, bronze: Table) -> int:
@@ -254,11 +299,47 @@ def _with_score(signals: str, score: str) -> str:
     return f"map_concat(map_filter({signals}, (key, value) -> key != 'quality_score'), map('quality_score', {score}))"
 
 
-def _prospective(silver: Table, incoming: DataFrame) -> DataFrame:
+def _prospective(silver: Table, incoming: DataFrame, hashes: DataFrame | None = None) -> DataFrame:
     """Silver as this run will leave it, before decisions: its rows less those the run recomputed, and the staged
-    ones; `staged` tells which."""
-    kept = silver.read().join(incoming.select("doc_id"), "doc_id", "left_anti").withColumn("staged", F.lit(False))
-    return kept.unionByName(incoming.withColumn("staged", F.lit(True)))
+    ones; `staged` tells which, `old_<decision column>` holds what silver stores (null for a new row). With
+    `hashes` (a `content_hash` column), only its rows of those content groups (with every staged row)."""
+    rows = silver.read()
+    if hashes is not None:
+        rows = rows.join(hashes, "content_hash", "left_semi")
+    stored = [F.col(c).alias(f"old_{c}") for c in _DECISION_COLUMNS]
+    staged_ids = incoming.select("doc_id")
+    kept = rows.join(staged_ids, "doc_id", "left_anti").select("*", *stored).withColumn("staged", F.lit(False))
+    replaced = silver.read().join(staged_ids, "doc_id", "left_semi").select("doc_id", *stored)
+    return kept.unionByName(incoming.join(replaced, "doc_id", "left").withColumn("staged", F.lit(True)))
+
+
+def verdicts(silver: Table, incoming: DataFrame, settings: FilterConfig, hashes: DataFrame | None) -> DataFrame:
+    """The rows a run writes, decided: the `incoming` rows (`staged`) and the rows of silver whose decision changes
+    (of every row, or with `hashes` of those content groups), with their score, new decision and former `keep`."""
+    decided = with_decisions(with_exact_duplicates(_prospective(silver, incoming, hashes)), settings)
+    changed = (
+        ~F.col("keep").eqNullSafe(F.col("old_keep"))
+        | ~F.col("drop_reasons").eqNullSafe(F.col("old_drop_reasons"))
+        | ~F.col("duplicate_of").eqNullSafe(F.col("old_duplicate_of"))
+    )
+    return decided.where(F.col("staged") | changed).select(
+        "doc_id", "staged", "old_keep", "quality_score", "quality_model", *_DECISION_COLUMNS
+    )
+
+
+def touched_groups(silver: Table, staged: DataFrame, removed: DataFrame) -> tuple[DataFrame, int]:
+    """The content hashes whose group of rows the run changes (one column, materialised; broadcast when few: the
+    scan of silver then meets them without its rows being shuffled), and how many: those of the staged rows, which
+    join a group or replace a row of one, and those of the rows that name a staged or removed row as the copy kept
+    for their content. A row that leaves a group changes no other row's decision unless it was the copy kept, whose
+    doc_id every other row of the group names. (Read from the stored `duplicate_of`, not from the removed rows'
+    hashes: a run that dies after its removals and before its decisions leaves them to the next, which reads the
+    same removals again, and the rows it deleted are no longer there to ask.)"""
+    left = staged.select("doc_id").unionByName(removed.select("doc_id")).withColumnRenamed("doc_id", "duplicate_of")
+    orphaned = silver.read().join(left, "duplicate_of", "left_semi").select("content_hash")
+    hashes = staged.select("content_hash").unionByName(orphaned).distinct().localCheckpoint()
+    count = hashes.count()
+    return (F.broadcast(hashes) if count <= _BROADCAST_HASHES else hashes), count
 
 
 def _write(
@@ -268,35 +349,16 @@ def _write(
     settings: FilterConfig,
     run_id: str,
     at: datetime,
+    hashes: DataFrame | None,
 ) -> tuple[int, int, tuple[int, int]]:
-    """Decides every row of silver as the run leaves it and writes, in one MERGE, the staged rows (inserted when
-    new, replacing outdated ones otherwise) and the decisions that changed on the other rows. Returns (inserted, by
-    the MERGE's count, the other staged rows, (keep->drop, drop->keep) among the rows already in silver: a new row's
-    decision is no flip)."""
-    incoming = _incoming(staging, model, run_id, at)
-    decided = with_decisions(with_exact_duplicates(_prospective(silver, incoming)), settings)
-    stored = silver.read().select("doc_id", *[F.col(c).alias(f"old_{c}") for c in _DECISION_COLUMNS])
-    changed = (
-        ~F.col("keep").eqNullSafe(F.col("old_keep"))
-        | ~F.col("drop_reasons").eqNullSafe(F.col("old_drop_reasons"))
-        | ~F.col("duplicate_of").eqNullSafe(F.col("old_duplicate_of"))
-    )
+    """Decides the rows of silver as the run leaves it (every row, or with `hashes` those of these content groups)
+    and writes, in one MERGE, the staged rows (inserted when new, replacing outdated ones otherwise) and the
+    decisions that changed on the other rows. Returns (inserted, by the MERGE's count, the other staged rows,
+    (keep->drop, drop->keep) among the rows already in silver: a new row's decision is no flip)."""
     # Small (no text): what the MERGE needs besides the staged columns, kept so that it is decided once.
-    verdicts = (
-        decided.join(stored, "doc_id", "left")
-        .where(F.col("staged") | changed)
-        .select(
-            "doc_id",
-            "staged",
-            "old_keep",
-            "quality_score",
-            "quality_model",
-            *_DECISION_COLUMNS,
-        )
-    )
-    staging.verdicts.overwrite(verdicts)
-    verdicts = staging.verdicts.read()
-    counts = verdicts.agg(
+    staging.verdicts.overwrite(verdicts(silver, _incoming(staging, model, run_id, at), settings, hashes))
+    written = staging.verdicts.read()
+    counts = written.agg(
         F.sum(F.col("staged").cast("long")).alias("staged"),
         F.sum(F.when(F.col("old_keep") & ~F.col("keep"), 1).otherwise(0)).alias("to_drop"),
         F.sum(F.when(~F.col("old_keep") & F.col("keep"), 1).otherwise(0)).alias("to_keep"),
@@ -304,9 +366,9 @@ def _write(
     ).first()
     inserted = 0
     if counts["rows"]:
-        decided_rows = verdicts.where("staged").drop("staged", "old_keep")
+        decided_rows = written.where("staged").drop("staged", "old_keep")
         staged_rows = _as_silver(staging.signals.read().join(decided_rows, "doc_id"), run_id, at)
-        decided_only = verdicts.where("NOT staged").select("doc_id", *_DECISION_COLUMNS)
+        decided_only = written.where("NOT staged").select("doc_id", *_DECISION_COLUMNS)
         source = staged_rows.withColumn("staged", F.lit(True)).unionByName(
             decided_only.withColumn("staged", F.lit(False)), allowMissingColumns=True
         )
@@ -378,7 +440,7 @@ def _quality_model(
 ) -> quality.TrainedModel | None:
     """The model that scores, always loaded from MLflow: the configured `filter.quality.model_uri`, else the
     lakehouse's own, the last one trained for it (trained now when there is none yet, or when asked, on silver as
-    this run leaves it). It then scores the staged rows, and the other rows of silver it has not scored."""
+    this run leaves it)."""
     store, config = lakehouse.storage, settings.quality
     models_dir = storage.join(lakehouse.config.root, "models", "quality")
     current_file = storage.join(models_dir, "current")
@@ -400,7 +462,6 @@ def _quality_model(
             f"quality model {model_uri} ({named_by}) cannot be loaded from MLflow: {advice}; {error}"
         ) from error
     mlflow.log_params({"quality.model_uri": model.model_uri, "quality.model_run": model.version})
-    _score(silver, staging, model, store)
     return model
 
 
@@ -448,13 +509,16 @@ def _train(
     return logged.model_uri
 
 
-def _score(silver: Table, staging: _Staging, model: quality.TrainedModel, store: Storage) -> None:
-    """Scores the staged rows into `staging.scores`, and updates the other rows of silver it has not scored (a
-    retrained or newly configured model; the run's staged rows replace theirs)."""
+def _score(silver: Table, staging: _Staging, model: quality.TrainedModel, store: Storage, rescore: bool) -> None:
+    """Scores the staged rows into `staging.scores`, and with `rescore` updates the other rows of silver it has not
+    scored (a retrained or newly configured model; the run's staged rows replace theirs). Without, every row is known
+    to hold its score: the decisions silver records were derived under this model."""
     scorer = functools.partial(quality.score_partition, model_uri=model.path, store=store)
     schema = "doc_id string, quality_score double"
     staged = staging.signals.read()
     staging.scores.overwrite(staged.select("doc_id", "text").mapInArrow(scorer, schema))
+    if not rescore:
+        return
     rescored = (
         silver.read()
         .where(~F.col("quality_model").eqNullSafe(model.version))
@@ -474,6 +538,7 @@ def _summarize(
     bronze: Table,
     silver: Table,
     read: str,
+    decided: str,
     computed: int,
     recomputed: int,
     removed: int,
@@ -488,6 +553,7 @@ def _summarize(
         bronze_rows=bronze.read().count(),
         silver_rows=totals["rows"],
         read=read,
+        decided=decided,
         computed=computed,
         recomputed=recomputed,
         removed=removed,
