@@ -46,7 +46,7 @@ def measure(spark, root: str, rows: int, new: int) -> dict:
     def documents(ids, content):
         """Silver rows with the computed columns decisions read; the others empty or constant."""
         signals = F.create_map(
-            *[part for rule in settings.rules if rule.enabled for part in (F.lit(rule.signal), _around(rule, F))]
+            *[part for rule in settings.rules if rule.enabled for part in (F.lit(rule.signal), _around(rule))]
         )
         return ids.select(
             F.sha2(F.col("id").cast("string"), 256).substr(1, 32).alias("doc_id"),
@@ -108,8 +108,10 @@ def measure(spark, root: str, rows: int, new: int) -> dict:
     return figures
 
 
-def _around(rule, F):
+def _around(rule):
     """A signal value in [0.5 x, 1.5 x] of the rule's bound (most documents pass, some do not), from the row id."""
+    from pyspark.sql import functions as F
+
     bound = rule.min if rule.min is not None else rule.max
     spread = F.abs(F.xxhash64(F.col("id"), F.lit(rule.signal))) % 1000 / F.lit(1000.0)
     return (F.lit(float(bound)) * (F.lit(0.5) + spread)).cast("double")

@@ -182,7 +182,7 @@ def run_filter(context: StageContext, settings: FilterConfig, retrain_quality: b
             # rows in between (a redecide, a run under other rules), not every decision is this run's.
             if silver.version() == read_at + int(merged):
                 record = f"{decided_under} {silver.data_version()}"
-                if silver.detail().properties.get(_DECIDED_UNDER) != record:
+                if decisions_record is None or decisions_record.value != record:
                     properties[_DECIDED_UNDER] = record
             changes.set_properties(silver, properties)  # one commit, none when nothing changed
     finally:
@@ -211,18 +211,24 @@ def _signals_fingerprint() -> str:
 _BROADCAST_HASHES = 500_000  # content hashes sent whole to every task of a join: about 50 MB at this many
 
 
-def _decisions_record(silver: Table) -> tuple[str, bool] | None:
-    """The fingerprint silver records its decisions were derived under, and whether it still holds (no row written
-    since the run that recorded it); None when it records none."""
+@dataclass(frozen=True)
+class _DecisionsRecord:
+    value: str  # the property as silver holds it
+    fingerprint: str  # the decide.fingerprint its decisions were derived under
+    holds: bool  # no row written since the run that recorded it
+
+
+def _decisions_record(silver: Table) -> _DecisionsRecord | None:
+    """What silver records of its decisions; None when it records nothing."""
     recorded = silver.detail().properties.get(_DECIDED_UNDER)
     if recorded is None:
         return None
     fingerprint, _, version = recorded.partition(" ")
-    return fingerprint, version.isdigit() and int(version) == silver.data_version()
+    return _DecisionsRecord(recorded, fingerprint, version.isdigit() and int(version) == silver.data_version())
 
 
 def _why_every_row(
-    label: str, caught_up: changes.CatchUp, record: tuple[str, bool] | None, decided_under: str
+    label: str, caught_up: changes.CatchUp, record: _DecisionsRecord | None, decided_under: str
 ) -> str | None:
     """Why this run derives the decision of every row of silver, None when it derives only those of the content
     groups it changes: every other row's inputs (its signals, score and group) and the rules are then as they were
@@ -232,10 +238,9 @@ def _why_every_row(
         return "the run reads all of bronze"
     if record is None:
         return f"{label} records no decisions of an earlier run"
-    fingerprint, holds = record
-    if fingerprint != decided_under:
+    if record.fingerprint != decided_under:
         return "the rules, the languages or the quality model changed"
-    if not holds:
+    if not record.holds:
         return f"rows of {label} were written since its decisions were recorded (a redecide, an edit, a run that died)"
     return None
 
